@@ -1,0 +1,347 @@
+"""How a job attempt becomes an engine object: a swarm service or, in container mode, a
+plain container. Both backends give the orchestrator the same few operations, so the
+submitter, tracker and reaper never ask which one they drive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from covey.engine import (
+    ATTEMPT_LABEL,
+    Conflict,
+    Engine,
+    EngineError,
+    NotFound,
+    secret_id,
+)
+from covey.governor import Usage, foreign_usage
+from covey.records import EngineEvent, NodeRecord
+from covey.spec import JobSpec
+from covey.states import Observation, Outcome, Phase, observe_container, observe_task, start_failure_code
+from covey.store import AttemptRow
+
+MANAGED_LABEL = "covey.managed"
+STORE_LABEL = "covey.store"
+BATCH_LABEL = "covey.batch"
+JOB_LABEL = "covey.job"
+NAME_LABEL = "covey.name"
+NANO = 1_000_000_000
+
+
+class StartFailed(EngineError):
+    """The container exists but its command could not be started (docker run's 126/127)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = start_failure_code(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """One attempt as one listing showed it."""
+
+    attempt: str
+    engine_id: str
+    observation: Observation
+
+
+def covey_labels(store_id: str, attempt: AttemptRow, batch_id: str, job_name: str) -> dict[str, str]:
+    return {
+        MANAGED_LABEL: "1",
+        STORE_LABEL: store_id,
+        BATCH_LABEL: batch_id,
+        JOB_LABEL: attempt.job_id,
+        ATTEMPT_LABEL: attempt.id,
+        NAME_LABEL: job_name,
+    }
+
+
+class Backend(Protocol):
+    mode: str
+    engine: Engine
+
+    async def create(self, attempt: AttemptRow, spec: JobSpec, labels: Mapping[str, str]) -> str: ...
+    async def observe(self, nodes: Mapping[str, NodeRecord]) -> list[Seen]: ...
+    async def capacity(self, ours: set[str]) -> tuple[list[NodeRecord], dict[str, Usage]]: ...
+    async def stop(self, attempt: AttemptRow) -> None: ...
+    async def logs(self, attempt: AttemptRow, timeout: float) -> tuple[bytes, bytes]: ...
+    def follow_logs(self, attempt: AttemptRow) -> AsyncIterator[tuple[int, bytes]]: ...
+    async def remove(self, attempt: AttemptRow) -> bool: ...
+    async def leftovers(self) -> list[tuple[str, str, str | None]]: ...
+    async def remove_object(self, ident: str) -> bool: ...
+    def event_filters(self) -> dict[str, list[str]]: ...
+
+
+def _env(spec: JobSpec) -> list[str]:
+    return [f"{k}={v}" for k, v in spec.env]
+
+
+class SwarmBackend:
+    """One replicated service per attempt, restart condition ``none``."""
+
+    mode = "swarm"
+
+    def __init__(self, engine: Engine, store_id: str) -> None:
+        self.engine = engine
+        self.store_id = store_id
+
+    def event_filters(self) -> dict[str, list[str]]:
+        return {
+            "type": ["container"],
+            "event": ["start", "die"],
+            "label": [f"{STORE_LABEL}={self.store_id}"],
+        }
+
+    async def _service_body(
+        self, attempt: AttemptRow, spec: JobSpec, labels: Mapping[str, str]
+    ) -> dict[str, Any]:
+        container: dict[str, Any] = {
+            "Image": spec.image,
+            "Labels": dict(labels),
+            "Env": _env(spec),
+        }
+        if spec.command:
+            container["Args"] = list(spec.command)
+        if spec.entrypoint is not None:
+            container["Command"] = list(spec.entrypoint)
+        if spec.user:
+            container["User"] = spec.user
+        if spec.workdir:
+            container["Dir"] = spec.workdir
+        if spec.stop_grace_period is not None:
+            container["StopGracePeriod"] = int(spec.stop_grace_period * NANO)
+        if spec.mounts:
+            container["Mounts"] = [
+                {"Type": m.type, "Target": m.target, "ReadOnly": m.read_only}
+                | ({"Source": m.source} if m.source else {})
+                for m in spec.mounts
+            ]
+        if spec.secrets:
+            container["Secrets"] = [
+                {
+                    "SecretName": s.source,
+                    "SecretID": await secret_id(self.engine, s.source),
+                    "File": {"Name": s.target or s.source, "UID": "0", "GID": "0", "Mode": 0o444},
+                }
+                for s in spec.secrets
+            ]
+        r = spec.resources
+        template: dict[str, Any] = {
+            "ContainerSpec": container,
+            "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
+            "Resources": {
+                "Limits": {"NanoCPUs": r.limit_nano_cpus, "MemoryBytes": r.limit_memory},
+                "Reservations": {"NanoCPUs": r.reserve_nano_cpus, "MemoryBytes": r.reserve_memory},
+            },
+        }
+        if spec.constraints:
+            template["Placement"] = {"Constraints": list(spec.constraints)}
+        if spec.networks:
+            template["Networks"] = [{"Target": n} for n in spec.networks]
+        return {
+            "Name": attempt.service,
+            "Labels": dict(labels),
+            "TaskTemplate": template,
+            "Mode": {"Replicated": {"Replicas": 1}},
+        }
+
+    async def create(self, attempt: AttemptRow, spec: JobSpec, labels: Mapping[str, str]) -> str:
+        """Create the attempt's service; a create that already happened is adopted, not repeated."""
+        body = await self._service_body(attempt, spec, labels)
+        try:
+            return await self.engine.create_service(body)
+        except Conflict:
+            existing = await self.engine.service(attempt.service)
+            if existing.labels.get(ATTEMPT_LABEL) != attempt.id:
+                raise EngineError(
+                    f"the name {attempt.service!r} is taken by a service covey does not own"
+                ) from None
+            return existing.id
+
+    async def observe(self, nodes: Mapping[str, NodeRecord]) -> list[Seen]:
+        """Every task of this store's services, in one ``GET /tasks``."""
+        tasks = await self.engine.tasks({"label": [f"{STORE_LABEL}={self.store_id}"]})
+        latest: dict[str, Any] = {}
+        for task in tasks:
+            if task.attempt is None:
+                continue
+            best = latest.get(task.attempt)
+            if best is None or task.updated_at > best.updated_at:
+                latest[task.attempt] = task
+        return [
+            Seen(a, t.service_id, observe_task(t, nodes.get(t.node_id or ""))) for a, t in latest.items()
+        ]
+
+    async def capacity(self, ours: set[str]) -> tuple[list[NodeRecord], dict[str, Usage]]:
+        nodes = await self.engine.nodes()
+        tasks = await self.engine.tasks({"desired-state": ["running"]})
+        return nodes, foreign_usage(tasks, lambda a: a is not None and a in ours)
+
+    async def stop(self, attempt: AttemptRow) -> None:
+        """Swarm has no 'stop' for a task: the reaper reads logs, then removes the service."""
+        return
+
+    async def logs(self, attempt: AttemptRow, timeout: float) -> tuple[bytes, bytes]:
+        return await self.engine.service_logs(attempt.engine_id or attempt.service, timeout=timeout)
+
+    def follow_logs(self, attempt: AttemptRow) -> AsyncIterator[tuple[int, bytes]]:
+        return self.engine.follow_service_logs(attempt.engine_id or attempt.service)
+
+    async def remove(self, attempt: AttemptRow) -> bool:
+        return await self.engine.remove_service(attempt.engine_id or attempt.service)
+
+    async def leftovers(self) -> list[tuple[str, str, str | None]]:
+        services = await self.engine.services({"label": [f"{STORE_LABEL}={self.store_id}"]})
+        return [(s.id, s.name, s.labels.get(ATTEMPT_LABEL)) for s in services]
+
+    async def remove_object(self, ident: str) -> bool:
+        return await self.engine.remove_service(ident)
+
+
+class ContainerBackend:
+    """Container mode: the same jobs as plain containers on an engine that is not a manager."""
+
+    mode = "container"
+    LOCAL = "local"
+
+    def __init__(self, engine: Engine, store_id: str) -> None:
+        self.engine = engine
+        self.store_id = store_id
+        self._node: NodeRecord | None = None
+
+    def event_filters(self) -> dict[str, list[str]]:
+        return {
+            "type": ["container"],
+            "event": ["start", "die"],
+            "label": [f"{STORE_LABEL}={self.store_id}"],
+        }
+
+    @staticmethod
+    def _body(spec: JobSpec, labels: Mapping[str, str]) -> dict[str, Any]:
+        r = spec.resources
+        host: dict[str, Any] = {"NanoCpus": r.limit_nano_cpus, "Memory": r.limit_memory}
+        if spec.mounts:
+            host["Mounts"] = [
+                {"Type": m.type, "Target": m.target, "ReadOnly": m.read_only}
+                | ({"Source": m.source} if m.source else {})
+                for m in spec.mounts
+            ]
+        if spec.networks:
+            host["NetworkMode"] = spec.networks[0]
+        body: dict[str, Any] = {
+            "Image": spec.image,
+            "Env": _env(spec),
+            "Labels": dict(labels),
+            "HostConfig": host,
+        }
+        if spec.command:
+            body["Cmd"] = list(spec.command)
+        if spec.entrypoint is not None:
+            body["Entrypoint"] = list(spec.entrypoint)
+        if spec.user:
+            body["User"] = spec.user
+        if spec.workdir:
+            body["WorkingDir"] = spec.workdir
+        if spec.stop_grace_period is not None:
+            body["StopTimeout"] = max(1, int(spec.stop_grace_period))
+        return body
+
+    async def create(self, attempt: AttemptRow, spec: JobSpec, labels: Mapping[str, str]) -> str:
+        if spec.secrets:
+            raise EngineError("secrets need swarm mode (this engine is not a swarm manager)")
+        if spec.constraints:
+            raise EngineError("placement constraints need swarm mode")
+        try:
+            ident = await self.engine.create_container(attempt.service, self._body(spec, labels))
+        except Conflict:
+            found = await self.engine.inspect_container(attempt.service)
+            if found.attempt != attempt.id:
+                raise EngineError(
+                    f"the name {attempt.service!r} is taken by a container covey does not own"
+                ) from None
+            ident = found.id
+            if found.state != "created":
+                return ident
+        except NotFound as exc:
+            raise StartFailed(f"no such image: {spec.image}") from exc
+        try:
+            await self.engine.start_container(ident)
+        except NotFound:
+            raise
+        except EngineError as exc:
+            if "executable" in str(exc) or "no such file" in str(exc).lower() or "permission denied" in str(exc):
+                raise StartFailed(str(exc)) from None
+            raise
+        return ident
+
+    async def observe(self, nodes: Mapping[str, NodeRecord]) -> list[Seen]:
+        containers = await self.engine.containers({"label": [f"{STORE_LABEL}={self.store_id}"]})
+        seen: list[Seen] = []
+        for c in containers:
+            if c.attempt is None:
+                continue
+            record = c
+            if c.state in ("exited", "dead"):  # the list has no exit code: inspect the ended ones
+                try:
+                    record = await self.engine.inspect_container(c.id)
+                except NotFound:
+                    continue
+            seen.append(Seen(c.attempt, c.id, observe_container(record)))
+        return seen
+
+    async def capacity(self, ours: set[str]) -> tuple[list[NodeRecord], dict[str, Usage]]:
+        if self._node is None:
+            info = await self.engine.info()
+            self._node = NodeRecord(
+                id=self.LOCAL,
+                hostname=info.name or "local",
+                role="manager",
+                availability="active",
+                state="ready",
+                nano_cpus=info.ncpu * NANO,
+                memory=info.memory,
+            )
+        return [self._node], {}
+
+    async def stop(self, attempt: AttemptRow) -> None:
+        if attempt.engine_id:
+            try:
+                await self.engine.kill_container(attempt.engine_id)
+            except NotFound:
+                return
+
+    async def logs(self, attempt: AttemptRow, timeout: float) -> tuple[bytes, bytes]:
+        return await self.engine.container_logs(attempt.engine_id or attempt.service, timeout=timeout)
+
+    def follow_logs(self, attempt: AttemptRow) -> AsyncIterator[tuple[int, bytes]]:
+        return self.engine.follow_container_logs(attempt.engine_id or attempt.service)
+
+    async def remove(self, attempt: AttemptRow) -> bool:
+        return await self.engine.remove_container(attempt.engine_id or attempt.service)
+
+    async def leftovers(self) -> list[tuple[str, str, str | None]]:
+        containers = await self.engine.containers({"label": [f"{STORE_LABEL}={self.store_id}"]})
+        return [(c.id, c.name, c.attempt) for c in containers]
+
+    async def remove_object(self, ident: str) -> bool:
+        return await self.engine.remove_container(ident)
+
+
+def event_observation(event: EngineEvent) -> tuple[str, Observation] | None:
+    """A container start/die event as a hint about one attempt.
+
+    Only ``start`` and a zero-exit ``die`` are taken as facts: a non-zero ``die`` may be a
+    drain's SIGTERM or covey's own stop, which only the task list can tell apart.
+    """
+    attempt = event.attributes.get(ATTEMPT_LABEL)
+    if not attempt:
+        return None
+    node = event.attributes.get("com.docker.swarm.node.id")
+    if event.action == "start":
+        return attempt, Observation(Phase.RUNNING, node_id=node)
+    if event.action == "die" and event.attributes.get("exitCode") == "0":
+        return attempt, Observation(Phase.ENDED, Outcome.SUCCEEDED, 0, node_id=node)
+    return None

@@ -1,0 +1,159 @@
+"""The async Python API: ``async with covey.Client() as c: result = await c.run(spec)``.
+
+A :class:`Client` opens the engine and the store, decides swarm or container mode, and runs
+one orchestrator (submitter, tracker, reaper) in a background task group for the jobs it
+is given. ``submit`` only queues work for a ``covey supervise`` process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Literal
+
+import anyio
+from anyio.abc import TaskGroup
+
+from covey import supervisor
+from covey.backend import Backend, ContainerBackend, SwarmBackend
+from covey.context import Context, Options
+from covey.engine import Engine
+from covey.errors import EngineError, SpecError
+from covey.results import JobResult, result_of
+from covey.spec import JobSpec
+from covey.store import Scope, Store
+
+Mode = Literal["auto", "swarm", "container"]
+
+
+async def pick_backend(engine: Engine, store_id: str, mode: Mode) -> Backend:
+    """Swarm when the engine is a swarm manager (or asked for), else container mode."""
+    info = await engine.info()
+    if mode == "swarm" and not info.swarm_manager:
+        raise EngineError(
+            f"--mode swarm: the engine {info.name or ''} is not a swarm manager "
+            "(run `docker swarm init`, or use --mode container)"
+        )
+    if mode == "swarm" or (mode == "auto" and info.swarm_manager):
+        return SwarmBackend(engine, store_id)
+    return ContainerBackend(engine, store_id)
+
+
+class Client:
+    """Run jobs on the engine named by ``docker_host`` (default: ``DOCKER_HOST``)."""
+
+    def __init__(
+        self,
+        docker_host: str | None = None,
+        *,
+        db: str | Path | None = None,
+        mode: Mode = "auto",
+        options: Options | None = None,
+    ) -> None:
+        self.docker_host = docker_host
+        self.db = db
+        self.mode = mode
+        self.options = options or Options()
+        self._stack = AsyncExitStack()
+        self._batches: list[str] = []
+        self._done: dict[str, anyio.Event] = {}
+        self._ctx: Context | None = None
+        self._tg: TaskGroup | None = None
+        self.engine: Engine | None = None
+        self.store: Store | None = None
+
+    async def __aenter__(self) -> Client:
+        try:
+            self.engine = await self._stack.enter_async_context(Engine(self.docker_host))
+            self.store = await self._stack.enter_async_context(Store.open(self.db))
+            self.backend = await pick_backend(self.engine, self.store.id, self.mode)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        await self._stack.aclose()
+
+    @property
+    def context(self) -> Context:
+        if self._ctx is None:
+            raise RuntimeError("the client has not started any job")
+        return self._ctx
+
+    async def _start(self) -> Context:
+        if self._ctx is None:
+            assert self.store is not None
+            self._ctx = Context(
+                self.store, self.backend, self.options, Scope(()), on_settled=self._settled
+            )
+            self._tg = await self._stack.enter_async_context(anyio.create_task_group())
+            await self._tg.start(supervisor.run, self._ctx)
+        return self._ctx
+
+    def _settled(self, job_id: str) -> None:
+        event = self._done.get(job_id)
+        if event is not None:
+            event.set()
+
+    async def start(
+        self, specs: Sequence[JobSpec], *, name: str | None = None, service_names: Sequence[str | None] | None = None
+    ) -> tuple[str, list[str]]:
+        """Queue a batch for this client's orchestrator and return at once."""
+        if not specs:
+            raise SpecError("no jobs to run")
+        ctx = await self._start()
+        batch_id, job_ids, _ = await ctx.store.create_batch(
+            specs, name=name, owner="run", service_names=service_names
+        )
+        for job_id in job_ids:
+            self._done[job_id] = anyio.Event()
+        self._batches.append(batch_id)
+        ctx.scope = Scope(tuple(self._batches))
+        ctx.work.set()
+        return batch_id, job_ids
+
+    async def wait(self, job_id: str) -> JobResult:
+        """The job's result once it ended for good and its logs are safe."""
+        ctx = await self._start()
+        event = self._done.setdefault(job_id, anyio.Event())
+        while True:
+            job = await ctx.store.job(job_id)
+            if job is None:
+                raise SpecError(f"no job {job_id}")
+            if job.state.terminal and ctx.live_for_job(job_id) is None:
+                return await result_of(ctx.store, job)
+            await event.wait()
+            self._done[job_id] = event = anyio.Event()
+
+    async def run(self, spec: JobSpec) -> JobResult:
+        """Run one job to its end."""
+        _, (job_id,) = await self.start([spec])
+        return await self.wait(job_id)
+
+    async def map(self, specs: Sequence[JobSpec]) -> AsyncIterator[JobResult]:
+        """Run many jobs; yield results as they finish."""
+        _, job_ids = await self.start(list(specs))
+        send, receive = anyio.create_memory_object_stream[JobResult](len(job_ids))
+
+        async def one(job_id: str) -> None:
+            await send.send(await self.wait(job_id))
+
+        async with anyio.create_task_group() as tg, receive:
+            for job_id in job_ids:
+                tg.start_soon(one, job_id)
+            for _ in job_ids:
+                yield await receive.receive()
+
+    async def submit(
+        self, specs: Sequence[JobSpec], *, idempotency_key: str | None = None, name: str | None = None
+    ) -> tuple[str, list[str]]:
+        """Queue jobs for ``covey supervise``; returns (batch id, job ids) at once."""
+        assert self.store is not None
+        batch_id, job_ids, _ = await self.store.create_batch(
+            specs, name=name, idempotency_key=idempotency_key
+        )
+        return batch_id, job_ids

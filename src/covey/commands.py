@@ -1,0 +1,267 @@
+"""The store-side commands: submit, ls, show, logs, cancel, retry, wait, prune.
+
+Each opens the store (and the engine only when it must touch it) and prints for a person,
+or JSON for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+from rich.console import Console
+from rich.table import Table
+
+from covey.backend import Backend
+from covey.client import pick_backend
+from covey.engine import Engine, EngineError
+from covey.errors import StoreError
+from covey.reaper import prune as prune_objects
+from covey.reaper import remove_with_retry, save_logs
+from covey.results import result_of
+from covey.spec import JobSpec
+from covey.states import Observation, Outcome, Phase
+from covey.store import EndDecision, JobRow, Store
+from covey.states import JobState
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def submit(db: Path | None, specs: Sequence[JobSpec], *, key: str | None, as_json: bool, name: str | None) -> int:
+    async with Store.open(db) as store:
+        batch_id, job_ids, existed = await store.create_batch(specs, name=name, idempotency_key=key)
+    if as_json:
+        print(json.dumps({"batch": batch_id, "jobs": job_ids, "existing": existed}))
+    else:
+        print(batch_id)
+    return 0
+
+
+async def _targets(store: Store, refs: Sequence[str]) -> list[str]:
+    ids: list[str] = []
+    for ref in refs:
+        ids += (await store.resolve(ref))[1]
+    return ids
+
+
+async def ls(db: Path | None, states: Sequence[str], batch_id: str | None, labels: Sequence[str], as_json: bool, limit: int) -> int:
+    valid = {s.value for s in JobState}
+    for s in states:
+        if s not in valid:
+            raise StoreError(f"--state: {s!r} is not a state (one of {', '.join(sorted(valid))})")
+    async with Store.open(db) as store:
+        jobs = await store.jobs(batch_id=batch_id, states=states)
+    wanted = [tuple(x.split("=", 1)) if "=" in x else (x, None) for x in labels]
+    jobs = [j for j in jobs if _has_labels(j, wanted)][-limit:]
+    if as_json:
+        for j in jobs:
+            print(json.dumps(_job_json(j)))
+        return 0
+    table = Table("JOB", "BATCH", "NAME", "STATE", "EXIT", "NODE", "ATTEMPTS", "CREATED", box=None)
+    for j in jobs:
+        table.add_row(j.id, j.batch_id, j.name, j.state.value, "" if j.exit_code is None else str(j.exit_code),
+                      j.node or "", str(j.attempts), _when(j.created))
+    out.print(table)
+    return 0
+
+
+def _has_labels(job: JobRow, wanted: Sequence[tuple[str, ...]]) -> bool:
+    labels = dict(job.spec.labels)
+    return all(k in labels and (v is None or labels[k] == v) for k, v, *_ in (*(w + (None,) for w in wanted),))
+
+
+def _job_json(j: JobRow) -> dict[str, object]:
+    return {
+        "id": j.id, "batch": j.batch_id, "name": j.name, "index": j.spec.index, "state": j.state.value,
+        "exit_code": j.exit_code, "error": j.error, "node": j.node, "attempts": j.attempts,
+        "created": j.created, "started": j.started, "finished": j.finished,
+    }
+
+
+async def show(db: Path | None, ref: str, as_json: bool) -> int:
+    async with Store.open(db) as store:
+        kind, ids = await store.resolve(ref)
+        if kind == "batch":
+            batch = await store.batch(ref) or await store.batch((await store.jobs_by_id(ids[:1]))[0].batch_id)
+            assert batch is not None
+            counts = await store.counts(batch.id)
+            if as_json:
+                print(json.dumps({"batch": batch.id, "name": batch.name, "total": batch.total,
+                                  "created": batch.created, "states": counts, "jobs": ids}))
+            else:
+                out.print(f"batch {batch.id} ({batch.name or 'unnamed'}), {batch.total} jobs, created {_when(batch.created)}")
+                for state, n in sorted(counts.items()):
+                    out.print(f"  {state:<10} {n}")
+            return 0
+        job = await store.job(ids[0])
+        assert job is not None
+        attempts = await store.attempts(job.id)
+        history = await store.transitions(job.id)
+    if as_json:
+        doc = _job_json(job) | {
+            "spec": json.loads(job.spec.to_json()),
+            "attempts": [
+                {"n": a.n, "service": a.service, "mode": a.mode, "node": a.node, "outcome": a.outcome,
+                 "exit_code": a.exit_code, "error": a.error, "created": a.created, "started": a.started,
+                 "ended": a.ended} for a in attempts
+            ],
+            "transitions": [{"state": t.state, "at": t.at, "source": t.source, "detail": t.detail,
+                             "attempt": t.attempt_id} for t in history],
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
+    out.print(f"job {job.id}  {job.name}  (batch {job.batch_id})")
+    out.print(f"  image     {job.spec.image} {' '.join(job.spec.command)}")
+    code = "" if job.exit_code is None else f", exit {job.exit_code}"
+    out.print(f"  state     {job.state.value}{code}" + (f": {job.error}" if job.error else ""))
+    out.print(f"  node      {job.node or '-'}")
+    out.print(f"  created   {_when(job.created)}   started {_when(job.started)}   finished {_when(job.finished)}")
+    for a in attempts:
+        why = a.error or ("" if a.exit_code is None else f"exit {a.exit_code}")
+        out.print(f"  attempt {a.n}: {a.service} on {a.node or '-'}: {a.outcome or a.phase}" + (f" ({why})" if why else ""))
+    out.print("  history:")
+    for t in history:
+        out.print(f"    {_when(t.at)}  {t.state:<10} {t.source:<6} {t.detail or ''}")
+    return 0
+
+
+async def logs(db: Path | None, ref: str, follow: bool, attempt_n: int | None) -> int:
+    async with Store.open(db) as store:
+        _, ids = await store.resolve(ref)
+        if len(ids) != 1:
+            raise StoreError(f"{ref!r} is a batch: give one job")
+        job = await store.job(ids[0])
+        assert job is not None
+        n = attempt_n or job.attempts
+        if n == 0:
+            raise StoreError(f"job {job.id} has not started yet")
+        attempt = await store.attempt(f"{job.id}-{n}")
+        if attempt is None:
+            raise StoreError(f"job {job.id} has no attempt {n}")
+        written = {"stdout": 0, "stderr": 0}
+        if follow and not attempt.logs_saved and attempt.engine_id:
+            await _follow_engine(store, attempt.id, written)
+            attempt = await store.attempt(attempt.id)
+            assert attempt is not None
+        records = await store.logs(attempt.id)
+    for stream, sink in (("stdout", sys.stdout.buffer), ("stderr", sys.stderr.buffer)):
+        rec = records.get(stream)
+        if rec is not None:
+            if rec.truncated and not written[stream]:
+                print(f"covey: {stream} truncated to its last {len(rec.data)} of {rec.size} bytes", file=sys.stderr)
+            sink.write(rec.data[written[stream]:] if not rec.truncated else rec.data)
+            sink.flush()
+    return 0
+
+
+async def _follow_engine(store: Store, attempt_id: str, written: dict[str, int]) -> None:
+    """Follow the engine's stream until the store says the logs are saved."""
+    attempt = await store.attempt(attempt_id)
+    assert attempt is not None
+    async with Engine() as engine:
+        backend = await pick_backend(engine, store.id, "auto")
+        async with anyio.create_task_group() as tg:
+
+            async def copy() -> None:
+                try:
+                    async for kind, data in backend.follow_logs(attempt):
+                        name, sink = ("stderr", sys.stderr.buffer) if kind == 2 else ("stdout", sys.stdout.buffer)
+                        sink.write(data)
+                        sink.flush()
+                        written[name] += len(data)
+                except EngineError:
+                    return
+
+            tg.start_soon(copy)
+            while True:
+                current = await store.attempt(attempt_id)
+                if current is None or current.logs_saved:
+                    break
+                await anyio.sleep(0.25)
+            tg.cancel_scope.cancel()
+
+
+async def cancel(db: Path | None, refs: Sequence[str]) -> int:
+    """Record the request first (no retry or late end can revive the job), then stop what runs."""
+    async with Store.open(db) as store:
+        ids = await _targets(store, refs)
+        live = await store.request_cancel(ids)
+        running = []
+        for job in live:
+            attempt = await store.attempt(f"{job.id}-{job.attempts}") if job.attempts else None
+            if attempt is not None and attempt.phase != "ended":
+                running.append(attempt)
+        if running:
+            async with Engine() as engine:
+                backend = await pick_backend(engine, store.id, "auto")
+                for attempt in running:
+                    await _cancel_attempt(store, backend, attempt)
+        print(f"cancelled {len(ids) - 0} job(s)" if ids else "nothing to cancel")
+    return 0
+
+
+async def _cancel_attempt(store: Store, backend: Backend, attempt: object) -> None:
+    from covey.store import AttemptRow
+
+    assert isinstance(attempt, AttemptRow)
+    await store.set_stop_reason(attempt.id, "cancel")
+    if attempt.engine_id:
+        await backend.stop(attempt)
+        await save_logs(store, backend, attempt, 10.0, 0)
+    await store.finish_attempt(
+        attempt, outcome=Outcome.CANCELLED, exit_code=None, error="cancelled", node=None,
+        at=time.time(), source="covey",
+        decision=EndDecision(JobState.CANCELLED, counts_as_run=False, detail="cancelled"),
+    )
+    if not attempt.engine_id or await remove_with_retry(backend, attempt):
+        await store.mark_removed(attempt.id)
+    _ = Observation, Phase
+
+
+async def retry(db: Path | None, refs: Sequence[str]) -> int:
+    async with Store.open(db) as store:
+        ids = await _targets(store, refs)
+        done = await store.retry_jobs(ids)
+    print(f"queued {len(done)} job(s) again")
+    return 0
+
+
+async def wait(db: Path | None, refs: Sequence[str], timeout: float | None) -> int:
+    async with Store.open(db) as store:
+        ids = await _targets(store, refs)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            jobs = await store.jobs_by_id(ids)
+            if all(j.state.terminal for j in jobs):
+                bad = [j for j in jobs if j.state is not JobState.SUCCEEDED]
+                for j in bad:
+                    print(f"covey: job {j.id} ({j.name}) {j.state.value}"
+                          + (f", exit {j.exit_code}" if j.exit_code is not None else ""), file=sys.stderr)
+                return 0 if not bad else 1
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"covey: still not done after {timeout:g}s", file=sys.stderr)
+                return 124
+            await anyio.sleep(0.2)
+
+
+async def prune(db: Path | None, older_than: float) -> int:
+    async with Store.open(db) as store, Engine() as engine:
+        backend = await pick_backend(engine, store.id, "auto")
+        removed = await prune_objects(store, backend, older_than=older_than)
+    for name in removed:
+        print(name)
+    return 0
+
+
+__all__ = ["result_of"]

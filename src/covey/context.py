@@ -1,0 +1,148 @@
+"""What the orchestrator's loops share: connections, the governor, and the live attempts.
+
+One :class:`Context` per orchestrator. The loops (submitter, tracker, reaper) each own their
+part of a :class:`Live` attempt's life and hand it on; signals between them are
+``anyio.Event`` objects swapped on each wake (APScheduler's pattern), never timers alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from covey.backend import Backend
+from covey.governor import Demand, Governor
+from covey.spec import JobSpec
+from covey.states import Observation, Phase
+from covey.store import DEFAULT_LOG_CAP, AttemptRow, JobRow, Scope, Store
+
+log = logging.getLogger("covey")
+
+NODES_REFRESH = 5.0
+
+
+@dataclass
+class Options:
+    """Knobs of one orchestrator (CLI flags and :class:`covey.Client` arguments)."""
+
+    max_concurrent: int | None = None
+    poll_interval: float = 2.0
+    log_timeout: float = 30.0
+    log_cap: int = DEFAULT_LOG_CAP
+    keep: bool = False
+    keep_failed: float | None = None
+    pending_timeout: float = 120.0
+    use_events: bool = True
+    supervise: bool = False
+
+
+@dataclass
+class Live:
+    """One attempt the orchestrator is responsible for, from create to removal."""
+
+    attempt: AttemptRow
+    job: JobRow
+    demand: Demand
+    phase: Phase = Phase.PENDING
+    engine_id: str | None = None
+    node_id: str | None = None
+    since: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    pending_reason: str | None = None
+    stop_reason: str | None = None
+    ended: bool = False
+    confirmed: anyio.Event = field(default_factory=anyio.Event)
+    end: Observation | None = None
+
+    @property
+    def spec(self) -> JobSpec:
+        return self.job.spec
+
+
+def demand_of(spec: JobSpec) -> Demand:
+    r = spec.resources
+    return Demand(r.reserve_nano_cpus, r.reserve_memory, spec.constraints)
+
+
+class Signal:
+    """A level-triggered wake-up: ``set`` from anywhere, ``wait`` with a timeout."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> bool:
+        with anyio.move_on_after(max(0.0, timeout)):
+            await self._event.wait()
+        fired = self._event.is_set()
+        if fired:
+            self._event = anyio.Event()
+        return fired
+
+
+@dataclass
+class Counters:
+    """Numbers the metrics endpoint and the benchmarks read."""
+
+    admissions: int = 0
+    event_reconnects: int = 0
+    events_up: bool = False
+    api_errors: int = 0
+    polls: int = 0
+    recorded_from_event: int = 0
+    recorded_from_poll: int = 0
+
+
+class Context:
+    """Shared by the loops of one orchestrator."""
+
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend,
+        options: Options,
+        scope: Scope,
+        on_settled: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.engine = backend.engine
+        self.options = options
+        self.scope = scope
+        self.governor = Governor(options.max_concurrent)
+        self.live: dict[str, Live] = {}  # by attempt id
+        self.work = Signal()  # the submitter should look for due jobs / free capacity
+        self.look = Signal()  # the tracker should list tasks now
+        self.counters = Counters()
+        self.on_settled = on_settled
+        self.nodes_at = 0.0
+        send, receive = anyio.create_memory_object_stream[Live](max_buffer_size=100_000)
+        self.to_reaper: MemoryObjectSendStream[Live] = send
+        self.reaper_inbox: MemoryObjectReceiveStream[Live] = receive
+
+    def live_for_job(self, job_id: str) -> Live | None:
+        for live in self.live.values():
+            if live.job.id == job_id:
+                return live
+        return None
+
+    def node_name(self, node_id: str | None) -> str | None:
+        node = self.governor.node(node_id)
+        return node.hostname if node else node_id
+
+    async def refresh_nodes(self, force: bool = False) -> None:
+        """Re-read nodes and foreign reservations at most every ``NODES_REFRESH`` seconds."""
+        if not force and time.monotonic() - self.nodes_at < NODES_REFRESH:
+            return
+        ours = {live.attempt.id for live in self.live.values()}
+        nodes, foreign = await self.backend.capacity(ours)
+        self.governor.set_nodes(nodes, foreign)
+        self.nodes_at = time.monotonic()
+        self.work.set()

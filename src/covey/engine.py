@@ -1,0 +1,446 @@
+"""The one module that talks to the Docker Engine.
+
+Everything goes through :meth:`Engine._request`, a thin layer over aiodocker's HTTP
+session: it counts requests (the benchmarks report API calls per job), maps HTTP errors to
+three exceptions the rest of covey decides on (:class:`NotFound`, :class:`Conflict`,
+:class:`Unavailable`), and returns typed records (:mod:`covey.records`) instead of dicts.
+aiodocker's higher-level helpers are avoided where they lose information (``services.logs``
+joins stdout and stderr) or mutate their input (``services.create``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiodocker
+import aiohttp
+from aiodocker.exceptions import DockerError
+
+from covey.errors import EngineError
+from covey.records import (
+    ContainerRecord,
+    EngineEvent,
+    EngineInfo,
+    NodeRecord,
+    ServiceRecord,
+    TaskRecord,
+)
+
+ATTEMPT_LABEL = "covey.attempt"
+STDOUT, STDERR = 1, 2
+DEFAULT_TIMEOUT = 30.0
+_HEADER = struct.Struct(">BxxxL")
+
+
+class NotFound(EngineError):
+    """The object does not exist (HTTP 404)."""
+
+
+class Conflict(EngineError):
+    """The name is taken (HTTP 409): for covey's fixed attempt names, a create that already ran."""
+
+
+class Unavailable(EngineError):
+    """The engine cannot be reached right now (connection refused or reset, 5xx, timeout)."""
+
+
+def _error(exc: DockerError, what: str) -> EngineError:
+    message = f"{what}: {exc.message}".strip()
+    if exc.status == 404:
+        return NotFound(message)
+    if exc.status == 409:
+        return Conflict(message)
+    if exc.status in (900, 502, 503, 504):
+        return Unavailable(message)
+    if exc.status == 500 and "not a swarm manager" not in exc.message:
+        return Unavailable(message)
+    return EngineError(message)
+
+
+def demux(data: bytes) -> tuple[bytes, bytes, int]:
+    """Split multiplexed log frames into (stdout, stderr, bytes not yet complete)."""
+    out, err = bytearray(), bytearray()
+    pos = 0
+    while pos + 8 <= len(data):
+        kind, size = _HEADER.unpack_from(data, pos)
+        if pos + 8 + size > len(data):
+            break
+        payload = data[pos + 8 : pos + 8 + size]
+        (err if kind == STDERR else out).extend(payload)
+        pos += 8 + size
+    return bytes(out), bytes(err), len(data) - pos
+
+
+def _frames(buffer: bytearray) -> list[tuple[int, bytes]]:
+    """Pop every complete frame off the front of ``buffer``."""
+    frames: list[tuple[int, bytes]] = []
+    pos = 0
+    while pos + 8 <= len(buffer):
+        kind, size = _HEADER.unpack_from(buffer, pos)
+        if pos + 8 + size > len(buffer):
+            break
+        frames.append((STDERR if kind == STDERR else STDOUT, bytes(buffer[pos + 8 : pos + 8 + size])))
+        pos += 8 + size
+    del buffer[:pos]
+    return frames
+
+
+def _labels(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (value or {}).items()}
+
+
+def task_record(raw: Mapping[str, Any]) -> TaskRecord:
+    """Reduce one ``GET /tasks`` entry to a :class:`TaskRecord`."""
+    status = raw.get("Status") or {}
+    container = status.get("ContainerStatus") or {}
+    spec = raw.get("Spec") or {}
+    labels = (spec.get("ContainerSpec") or {}).get("Labels") or {}
+    reservations = (spec.get("Resources") or {}).get("Reservations") or {}
+    exit_code = container.get("ExitCode")
+    return TaskRecord(
+        id=raw["ID"],
+        service_id=raw.get("ServiceID", ""),
+        node_id=raw.get("NodeID") or None,
+        state=status.get("State", "new"),
+        desired_state=raw.get("DesiredState", ""),
+        err=status.get("Err") or None,
+        message=status.get("Message") or None,
+        exit_code=int(exit_code) if exit_code is not None else None,
+        container_id=container.get("ContainerID") or None,
+        attempt=labels.get(ATTEMPT_LABEL),
+        reserve_nano_cpus=int(reservations.get("NanoCPUs") or 0),
+        reserve_memory=int(reservations.get("MemoryBytes") or 0),
+        updated_at=str(raw.get("UpdatedAt", "")),
+    )
+
+
+def node_record(raw: Mapping[str, Any]) -> NodeRecord:
+    """Reduce one ``GET /nodes`` entry to a :class:`NodeRecord`."""
+    spec = raw.get("Spec") or {}
+    desc = raw.get("Description") or {}
+    resources = desc.get("Resources") or {}
+    platform = desc.get("Platform") or {}
+    return NodeRecord(
+        id=raw["ID"],
+        hostname=desc.get("Hostname", ""),
+        role=spec.get("Role", "worker"),
+        availability=spec.get("Availability", "active"),
+        state=(raw.get("Status") or {}).get("State", "unknown"),
+        nano_cpus=int(resources.get("NanoCPUs") or 0),
+        memory=int(resources.get("MemoryBytes") or 0),
+        labels=_labels(spec.get("Labels")),
+        engine_labels=_labels((desc.get("Engine") or {}).get("Labels")),
+        os=platform.get("OS", "linux"),
+        arch=platform.get("Architecture", "x86_64"),
+    )
+
+
+def container_record(raw: Mapping[str, Any]) -> ContainerRecord:
+    """Reduce a ``GET /containers/{id}/json`` (or list entry) to a :class:`ContainerRecord`."""
+    state = raw.get("State")
+    labels = raw.get("Labels") or (raw.get("Config") or {}).get("Labels") or {}
+    name = raw.get("Name") or (raw.get("Names") or [""])[0]
+    if isinstance(state, Mapping):
+        return ContainerRecord(
+            id=raw["Id"],
+            name=str(name).lstrip("/"),
+            state=str(state.get("Status", "")),
+            exit_code=int(state["ExitCode"]) if state.get("ExitCode") is not None else None,
+            error=state.get("Error") or None,
+            oom_killed=bool(state.get("OOMKilled")),
+            attempt=labels.get(ATTEMPT_LABEL),
+        )
+    return ContainerRecord(
+        id=raw["Id"],
+        name=str(name).lstrip("/"),
+        state=str(state or ""),
+        exit_code=None,
+        error=None,
+        oom_killed=False,
+        attempt=labels.get(ATTEMPT_LABEL),
+    )
+
+
+class Engine:
+    """An open connection to one Docker Engine (``DOCKER_HOST`` and TLS variables as docker's CLI)."""
+
+    def __init__(self, docker_host: str | None = None) -> None:
+        self.docker_host = docker_host
+        self.requests: Counter[str] = Counter()
+        self._docker: aiodocker.Docker | None = None
+
+    async def __aenter__(self) -> Engine:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Connect and agree on the API version; unreachable engines become :class:`EngineError`."""
+        try:
+            self._docker = aiodocker.Docker(url=self.docker_host, api_version="v1.41")
+        except (ValueError, OSError) as exc:
+            raise EngineError(f"cannot reach the Docker engine: {exc}") from exc
+        await self.ping()
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            docker, self._docker = self._docker, None
+            await docker.close()
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        if self._docker is None:
+            raise EngineError("the engine connection is closed")
+        return self._docker
+
+    @asynccontextmanager
+    async def _response(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One counted request; errors mapped; the response closed on exit."""
+        self.requests[f"{method} {what}"] += 1
+        client_timeout = aiohttp.ClientTimeout(total=timeout, sock_read=timeout)
+        data = json.dumps(body) if body is not None else None
+        try:
+            async with self.docker._query(
+                path, method, params=dict(params or {}), data=data, timeout=client_timeout
+            ) as response:
+                yield response
+        except DockerError as exc:
+            raise _error(exc, what) from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise Unavailable(f"{what}: {type(exc).__name__}: {exc}") from None
+
+    async def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> Any:
+        async with self._response(
+            method, path, what=what, params=params, body=body, timeout=timeout
+        ) as response:
+            try:
+                raw = await response.read()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise Unavailable(f"{what}: {type(exc).__name__}: {exc}") from None
+        return json.loads(raw) if raw else None
+
+    # -- engine -----------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        async with self._response("GET", "_ping", what="ping", timeout=10.0) as response:
+            await response.read()
+
+    async def info(self) -> EngineInfo:
+        raw = await self._json("GET", "info", what="info")
+        swarm = raw.get("Swarm") or {}
+        return EngineInfo(
+            name=raw.get("Name", ""),
+            server_version=raw.get("ServerVersion", ""),
+            swarm_manager=bool(swarm.get("ControlAvailable"))
+            and swarm.get("LocalNodeState") == "active",
+            node_id=swarm.get("NodeID") or None,
+            ncpu=int(raw.get("NCPU") or 1),
+            memory=int(raw.get("MemTotal") or 0),
+        )
+
+    async def events(
+        self, filters: Mapping[str, list[str]], *, since: int | None = None
+    ) -> AsyncIterator[EngineEvent]:
+        """Follow ``GET /events``; ends only when the connection does (raises Unavailable)."""
+        params: dict[str, Any] = {"filters": json.dumps(filters)}
+        if since is not None:
+            params["since"] = str(since)
+        async with self._response(
+            "GET", "events", what="events", params=params, timeout=None
+        ) as response:
+            try:
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    raw = json.loads(line)
+                    actor = raw.get("Actor") or {}
+                    yield EngineEvent(
+                        type=raw.get("Type", ""),
+                        action=raw.get("Action", raw.get("status", "")),
+                        actor_id=actor.get("ID", raw.get("id", "")),
+                        attributes=_labels(actor.get("Attributes")),
+                        time_nano=int(raw.get("timeNano") or 0),
+                    )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise Unavailable(f"event stream: {type(exc).__name__}: {exc}") from None
+        raise Unavailable("event stream: closed by the engine")
+
+    # -- swarm ------------------------------------------------------------------------
+
+    async def nodes(self) -> list[NodeRecord]:
+        return [node_record(n) for n in await self._json("GET", "nodes", what="nodes")]
+
+    async def tasks(self, filters: Mapping[str, list[str]]) -> list[TaskRecord]:
+        raw = await self._json(
+            "GET", "tasks", what="tasks", params={"filters": json.dumps(filters)}
+        )
+        return [task_record(t) for t in raw]
+
+    async def services(self, filters: Mapping[str, list[str]]) -> list[ServiceRecord]:
+        raw = await self._json(
+            "GET", "services", what="services", params={"filters": json.dumps(filters)}
+        )
+        return [
+            ServiceRecord(id=s["ID"], name=s["Spec"]["Name"], labels=_labels(s["Spec"].get("Labels")))
+            for s in raw
+        ]
+
+    async def service(self, ident: str) -> ServiceRecord:
+        raw = await self._json("GET", f"services/{ident}", what=f"service {ident}")
+        return ServiceRecord(
+            id=raw["ID"], name=raw["Spec"]["Name"], labels=_labels(raw["Spec"].get("Labels"))
+        )
+
+    async def create_service(self, body: Mapping[str, Any]) -> str:
+        raw = await self._json("POST", "services/create", what="create service", body=body)
+        return str(raw["ID"])
+
+    async def remove_service(self, ident: str) -> bool:
+        """Remove; ``False`` when it was already gone."""
+        try:
+            await self._json("DELETE", f"services/{ident}", what=f"remove service {ident}")
+        except NotFound:
+            return False
+        return True
+
+    async def service_logs(self, ident: str, *, timeout: float) -> tuple[bytes, bytes]:
+        """All logs so far of a service, stdout and stderr apart."""
+        return await self._logs(f"services/{ident}/logs", f"logs of {ident}", timeout)
+
+    def follow_service_logs(self, ident: str) -> AsyncIterator[tuple[int, bytes]]:
+        return self._follow(f"services/{ident}/logs", f"logs of {ident}")
+
+    # -- containers (container mode) ----------------------------------------------------
+
+    async def create_container(self, name: str, body: Mapping[str, Any]) -> str:
+        raw = await self._json(
+            "POST", "containers/create", what="create container", params={"name": name}, body=body
+        )
+        return str(raw["Id"])
+
+    async def start_container(self, ident: str) -> None:
+        await self._json("POST", f"containers/{ident}/start", what=f"start container {ident}")
+
+    async def inspect_container(self, ident: str) -> ContainerRecord:
+        raw = await self._json("GET", f"containers/{ident}/json", what=f"container {ident}")
+        return container_record(raw)
+
+    async def containers(self, filters: Mapping[str, list[str]]) -> list[ContainerRecord]:
+        raw = await self._json(
+            "GET",
+            "containers/json",
+            what="containers",
+            params={"all": "1", "filters": json.dumps(filters)},
+        )
+        return [container_record(c) for c in raw]
+
+    async def kill_container(self, ident: str, signal: str = "KILL") -> None:
+        try:
+            await self._json(
+                "POST", f"containers/{ident}/kill", what=f"kill {ident}", params={"signal": signal}
+            )
+        except Conflict:  # not running any more
+            return
+
+    async def stop_container(self, ident: str, grace: float) -> None:
+        try:
+            await self._json(
+                "POST",
+                f"containers/{ident}/stop",
+                what=f"stop {ident}",
+                params={"t": str(int(grace))},
+                timeout=grace + DEFAULT_TIMEOUT,
+            )
+        except Conflict:
+            return
+
+    async def remove_container(self, ident: str) -> bool:
+        try:
+            await self._json(
+                "DELETE",
+                f"containers/{ident}",
+                what=f"remove container {ident}",
+                params={"force": "1", "v": "1"},
+            )
+        except NotFound:
+            return False
+        return True
+
+    async def container_logs(self, ident: str, *, timeout: float) -> tuple[bytes, bytes]:
+        return await self._logs(f"containers/{ident}/logs", f"logs of {ident}", timeout)
+
+    def follow_container_logs(self, ident: str) -> AsyncIterator[tuple[int, bytes]]:
+        return self._follow(f"containers/{ident}/logs", f"logs of {ident}")
+
+    async def image_exists(self, image: str) -> bool:
+        try:
+            await self._json("GET", f"images/{image}/json", what=f"image {image}")
+        except NotFound:
+            return False
+        return True
+
+    # -- logs -------------------------------------------------------------------------
+
+    async def _logs(self, path: str, what: str, timeout: float) -> tuple[bytes, bytes]:
+        params = {"stdout": "1", "stderr": "1"}
+        async with self._response("GET", path, what=what, params=params, timeout=timeout) as resp:
+            try:
+                raw = await resp.read()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise Unavailable(f"{what}: {type(exc).__name__}: {exc}") from None
+        out, err, _ = demux(raw)
+        return out, err
+
+    async def _follow(self, path: str, what: str) -> AsyncIterator[tuple[int, bytes]]:
+        """Frames of a followed log stream; the caller ends it (the engine never does)."""
+        params = {"stdout": "1", "stderr": "1", "follow": "1"}
+        async with self._response("GET", path, what=what, params=params, timeout=None) as resp:
+            buffer = bytearray()
+            try:
+                async for chunk in resp.content.iter_any():
+                    buffer.extend(chunk)
+                    for frame in _frames(buffer):
+                        yield frame
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise Unavailable(f"{what}: {type(exc).__name__}: {exc}") from None
+
+
+async def secret_id(engine: Engine, name: str) -> str:
+    """The id of the swarm secret called ``name`` (services must name secrets by id too)."""
+    raw = await engine._json(
+        "GET", "secrets", what="secrets", params={"filters": json.dumps({"name": [name]})}
+    )
+    for secret in raw or []:
+        if secret["Spec"]["Name"] == name:
+            return str(secret["ID"])
+    raise NotFound(f"no swarm secret named {name!r}")

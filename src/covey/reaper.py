@@ -1,0 +1,123 @@
+"""The reaper: makes each ended attempt's logs safe, then removes its service.
+
+Order matters and is the reason this is a role of its own: swarm serves a finished
+service's logs and frees its reservation only once the task list says it ended, and the
+logs are gone once the service is removed. So: wait for the engine's confirmation, release
+the governor's booking, read the logs with a timeout (a hanging log stream must never keep
+a job from being recorded: the end is already in the store), store them, then remove.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+from anyio.abc import TaskStatus
+
+from covey.backend import Backend
+from covey.context import Context, Live, log
+from covey.engine import EngineError, NotFound, Unavailable
+from covey.states import Outcome
+from covey.store import AttemptRow, Store
+
+CONFIRM_TIMEOUT = 10.0
+LOST_LOG_TIMEOUT = 3.0
+PARALLEL = 16
+
+
+async def remove_with_retry(backend: Backend, attempt: AttemptRow, tries: int = 8) -> bool:
+    """Remove an attempt's engine object, retrying while the engine is unavailable."""
+    delay = 0.5
+    for _ in range(tries):
+        try:
+            await backend.remove(attempt)
+            return True
+        except Unavailable:
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        except NotFound:
+            return True
+    return False
+
+
+async def save_logs(store: Store, backend: Backend, attempt: AttemptRow, timeout: float, cap: int) -> None:
+    """Read and store the logs; on failure store what is known and say so in the history."""
+    try:
+        with anyio.fail_after(timeout + 1):
+            out, err = await backend.logs(attempt, timeout)
+    except (EngineError, TimeoutError) as exc:
+        log.warning("logs of %s could not be read: %s", attempt.service, exc)
+        out, err = b"", f"[covey: logs could not be read: {exc}]\n".encode()
+    await store.save_logs(attempt.id, out, err, cap)
+
+
+async def settle(ctx: Context, live: Live) -> None:
+    """Confirmation, capacity release, logs, removal: the end of an attempt's life."""
+    lost = live.end is not None and live.end.outcome is Outcome.LOST
+    if not live.stop_reason and not lost:
+        with anyio.move_on_after(CONFIRM_TIMEOUT):
+            while not live.confirmed.is_set():
+                ctx.look.set()
+                await live.confirmed.wait()
+    if not live.stop_reason:
+        _release(ctx, live)
+    if not live.attempt.logs_saved and live.engine_id:
+        timeout = LOST_LOG_TIMEOUT if lost else ctx.options.log_timeout
+        await save_logs(ctx.store, ctx.backend, live.attempt, timeout, ctx.options.log_cap)
+    elif not live.engine_id:
+        await ctx.store.save_logs(live.attempt.id, b"", b"", ctx.options.log_cap)
+    if _keep(ctx, live):
+        await ctx.store.mark_removed(live.attempt.id)  # handed over to the user
+    elif live.engine_id is None or await remove_with_retry(ctx.backend, live.attempt):
+        await ctx.store.mark_removed(live.attempt.id)
+    _release(ctx, live)
+    ctx.live.pop(live.attempt.id, None)
+    if ctx.on_settled:
+        ctx.on_settled(live.job.id)
+
+
+def _keep(ctx: Context, live: Live) -> bool:
+    if ctx.options.keep:
+        return True
+    outcome = live.end.outcome if live.end else None
+    return ctx.options.keep_failed is not None and outcome is not Outcome.SUCCEEDED
+
+
+def _release(ctx: Context, live: Live) -> None:
+    if ctx.governor.release(live.job.id):
+        ctx.work.set()
+
+
+async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Settle ended attempts as they arrive, several at once."""
+    limiter = anyio.CapacityLimiter(PARALLEL)
+
+    async def one(live: Live) -> None:
+        async with limiter:
+            with anyio.CancelScope(shield=True):
+                await settle(ctx, live)
+
+    task_status.started()
+    async with anyio.create_task_group() as tg:
+        async for live in ctx.reaper_inbox:
+            tg.start_soon(one, live)
+
+
+async def prune(store: Store, backend: Backend, *, older_than: float = 0.0) -> list[str]:
+    """Remove every object of this store that no open attempt needs; returns their names."""
+    open_ids = {a.id for a in await store.open_attempts_all()}
+    removed: list[str] = []
+    now = time.time()
+    for ident, name, attempt_id in await backend.leftovers():
+        attempt = await store.attempt(attempt_id) if attempt_id else None
+        if attempt is not None and attempt.id in open_ids and attempt.phase != "ended":
+            continue
+        if attempt is not None and attempt.ended and now - attempt.ended < older_than:
+            continue
+        if attempt is not None and not attempt.logs_saved and attempt.phase == "ended":
+            await save_logs(store, backend, attempt, 10.0, 0)
+        if await backend.remove_object(ident):
+            removed.append(name)
+        if attempt is not None:
+            await store.mark_removed(attempt.id)
+    return removed

@@ -1,0 +1,81 @@
+"""Typed results handed to programs and printed by the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from covey.states import JobState
+from covey.store import JobRow, Store
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """Where a job ended, with its logs: what ``Client.run`` and ``Client.map`` return."""
+
+    id: str
+    batch: str
+    name: str
+    index: int | None
+    state: JobState
+    exit_code: int | None
+    error: str | None
+    node: str | None
+    attempts: int
+    created: float
+    started: float | None
+    finished: float | None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    logs_truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.state is JobState.SUCCEEDED
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+    def to_json(self, *, logs: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        data["duration"] = self.duration
+        stdout, stderr = data.pop("stdout"), data.pop("stderr")
+        if logs:
+            data["stdout"] = stdout.decode(errors="replace")
+            data["stderr"] = stderr.decode(errors="replace")
+        return data
+
+
+async def result_of(store: Store, job: JobRow, *, logs: bool = True) -> JobResult:
+    """Build a result from the store (logs of the job's latest attempt)."""
+    stdout = stderr = b""
+    truncated = False
+    if logs and job.attempts:
+        records = await store.logs(f"{job.id}-{job.attempts}")
+        if "stdout" in records:
+            stdout = records["stdout"].data
+            truncated |= records["stdout"].truncated
+        if "stderr" in records:
+            stderr = records["stderr"].data
+            truncated |= records["stderr"].truncated
+    return JobResult(
+        id=job.id,
+        batch=job.batch_id,
+        name=job.name,
+        index=job.spec.index,
+        state=job.state,
+        exit_code=job.exit_code,
+        error=job.error,
+        node=job.node,
+        attempts=job.attempts,
+        created=job.created,
+        started=job.started,
+        finished=job.finished,
+        stdout=stdout,
+        stderr=stderr,
+        logs_truncated=truncated,
+    )

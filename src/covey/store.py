@@ -1,0 +1,757 @@
+"""The store: every job, attempt, state change and log covey knows, in one SQLite file.
+
+aiosqlite in WAL mode, so producers (``covey submit``) and the supervisor share one file.
+Every write is one short ``BEGIN IMMEDIATE`` transaction run shielded from cancellation:
+a Ctrl-C or a cancelled task group can never leave half a transition behind. The end of an
+attempt is recorded once (a guarded UPDATE), which is what makes "no result recorded twice"
+hold across crashes, restarts and late events from returning nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import aiosqlite
+import anyio
+import platformdirs
+
+from covey.errors import StoreError
+from covey.spec import JobSpec
+from covey.states import TERMINAL, JobState, Outcome
+
+SCHEMA_VERSION = 1
+DEFAULT_LOG_CAP = 1024 * 1024
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE batches (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        created REAL NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        total INTEGER NOT NULL,
+        owner TEXT NOT NULL
+    );
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        batch_id TEXT NOT NULL REFERENCES batches(id),
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        service_base TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        runs INTEGER NOT NULL DEFAULT 0,
+        losses INTEGER NOT NULL DEFAULT 0,
+        not_before REAL,
+        exit_code INTEGER,
+        error TEXT,
+        node TEXT,
+        started REAL,
+        finished REAL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_state ON jobs(state, not_before);
+    CREATE INDEX jobs_batch ON jobs(batch_id, seq);
+    CREATE TABLE attempts (
+        id TEXT PRIMARY KEY,
+        job_id TEXT NOT NULL REFERENCES jobs(id),
+        n INTEGER NOT NULL,
+        service TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        engine_id TEXT,
+        phase TEXT NOT NULL,
+        outcome TEXT,
+        exit_code INTEGER,
+        error TEXT,
+        node TEXT,
+        created REAL NOT NULL,
+        started REAL,
+        ended REAL,
+        stop_reason TEXT,
+        logs_saved INTEGER NOT NULL DEFAULT 0,
+        removed INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (job_id, n)
+    );
+    CREATE INDEX attempts_open ON attempts(removed, phase);
+    CREATE TABLE transitions (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        attempt_id TEXT,
+        state TEXT NOT NULL,
+        at REAL NOT NULL,
+        source TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX transitions_job ON transitions(job_id, id);
+    CREATE TABLE logs (
+        attempt_id TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        data BLOB NOT NULL,
+        size INTEGER NOT NULL,
+        truncated INTEGER NOT NULL,
+        PRIMARY KEY (attempt_id, stream)
+    );
+    """,
+}
+
+
+def default_path() -> Path:
+    """``$COVEY_DB`` or ``covey.db`` in the user's data directory."""
+    env = os.environ.get("COVEY_DB")
+    if env:
+        return Path(env)
+    return Path(platformdirs.user_data_dir("covey")) / "covey.db"
+
+
+def new_id() -> str:
+    return secrets.token_hex(6)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which jobs one orchestrator handles: some batches (a foreground run) or the queue."""
+
+    batch_ids: tuple[str, ...] | None = None
+
+    def sql(self, column: str) -> tuple[str, list[Any]]:
+        if self.batch_ids is None:
+            return f" AND {column} IN (SELECT id FROM batches WHERE owner='queue')", []
+        marks = ",".join("?" * len(self.batch_ids)) or "NULL"
+        return f" AND {column} IN ({marks})", list(self.batch_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    id: str
+    name: str | None
+    created: float
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    id: str
+    batch_id: str
+    seq: int
+    name: str
+    service_base: str
+    spec: JobSpec
+    state: JobState
+    created: float
+    updated: float
+    attempts: int
+    runs: int
+    losses: int
+    not_before: float | None
+    exit_code: int | None
+    error: str | None
+    node: str | None
+    started: float | None
+    finished: float | None
+    cancel_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    id: str
+    job_id: str
+    n: int
+    service: str
+    mode: str
+    engine_id: str | None
+    phase: str
+    outcome: Outcome | None
+    exit_code: int | None
+    error: str | None
+    node: str | None
+    created: float
+    started: float | None
+    ended: float | None
+    stop_reason: str | None
+    logs_saved: bool
+    removed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    job_id: str
+    attempt_id: str | None
+    state: str
+    at: float
+    source: str
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    stream: str
+    data: bytes
+    size: int
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EndDecision:
+    """What the end of an attempt means for its job (from :mod:`covey.policy`)."""
+
+    state: JobState
+    not_before: float | None = None
+    counts_as_run: bool = True
+    counts_as_loss: bool = False
+    detail: str | None = None
+
+
+_JOB_COLS = (
+    "id, batch_id, seq, name, service_base, spec, state, created, updated, attempts, runs,"
+    " losses, not_before, exit_code, error, node, started, finished, cancel_requested"
+)
+_ATTEMPT_COLS = (
+    "id, job_id, n, service, mode, engine_id, phase, outcome, exit_code, error, node, created,"
+    " started, ended, stop_reason, logs_saved, removed"
+)
+
+
+def _job(row: Sequence[Any]) -> JobRow:
+    return JobRow(
+        id=row[0],
+        batch_id=row[1],
+        seq=row[2],
+        name=row[3],
+        service_base=row[4],
+        spec=JobSpec.from_json(row[5]),
+        state=JobState(row[6]),
+        created=row[7],
+        updated=row[8],
+        attempts=row[9],
+        runs=row[10],
+        losses=row[11],
+        not_before=row[12],
+        exit_code=row[13],
+        error=row[14],
+        node=row[15],
+        started=row[16],
+        finished=row[17],
+        cancel_requested=bool(row[18]),
+    )
+
+
+def _attempt(row: Sequence[Any]) -> AttemptRow:
+    return AttemptRow(
+        id=row[0],
+        job_id=row[1],
+        n=row[2],
+        service=row[3],
+        mode=row[4],
+        engine_id=row[5],
+        phase=row[6],
+        outcome=Outcome(row[7]) if row[7] else None,
+        exit_code=row[8],
+        error=row[9],
+        node=row[10],
+        created=row[11],
+        started=row[12],
+        ended=row[13],
+        stop_reason=row[14],
+        logs_saved=bool(row[15]),
+        removed=bool(row[16]),
+    )
+
+
+class Store:
+    """An open store; use :meth:`open` (async context manager)."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path, store_id: str) -> None:
+        self._conn = conn
+        self.path = path
+        self.id = store_id
+        self._lock = anyio.Lock()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, path: Path | str | None = None) -> AsyncIterator[Store]:
+        target = Path(path) if path else default_path()
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.connect(target, isolation_level=None, timeout=30.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store {target}: {exc}") from exc
+        try:
+            store = cls(conn, target, "")
+            await store._prepare()
+            yield store
+        finally:
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+
+    async def _prepare(self) -> None:
+        try:
+            await self._conn.execute("PRAGMA journal_mode=WAL")
+            await self._conn.execute("PRAGMA synchronous=NORMAL")
+            await self._conn.execute("PRAGMA foreign_keys=ON")
+            await self._migrate()
+            row = await self._one("SELECT value FROM meta WHERE key='store_id'")
+            self.id = str(row[0]) if row else ""
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a covey store: {exc}") from exc
+
+    async def _migrate(self) -> None:
+        async with self._write() as db:
+            cur = await db.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name='meta'"
+            )
+            version = 0
+            if await cur.fetchone():
+                row = await (await db.execute("SELECT value FROM meta WHERE key='schema'")).fetchone()
+                version = int(row[0]) if row else 0
+            else:
+                tables = await (await db.execute("SELECT count(*) FROM sqlite_master")).fetchone()
+                if tables and tables[0]:
+                    raise StoreError(f"{self.path} holds another program's database")
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {version}, newer than this covey "
+                    f"({SCHEMA_VERSION}): upgrade covey"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in filter(str.strip, _MIGRATIONS[step].split(";")):
+                    await db.execute(statement)
+                if step == 1:
+                    await db.execute(
+                        "INSERT INTO meta(key, value) VALUES ('store_id', ?)", (new_id(),)
+                    )
+                await db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema', ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (str(step),),
+                )
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One shielded write transaction; rolled back as a whole on error."""
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
+                await self._conn.execute("COMMIT")
+
+    async def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        cur = await self._conn.execute(sql, args)
+        return await cur.fetchone()
+
+    async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        cur = await self._conn.execute(sql, args)
+        return list(await cur.fetchall())
+
+    async def data_version(self) -> int:
+        """Changes when another connection commits (how the supervisor notices producers)."""
+        row = await self._one("PRAGMA data_version")
+        return int(row[0])
+
+    # -- producers ----------------------------------------------------------------------
+
+    async def create_batch(
+        self,
+        specs: Sequence[JobSpec],
+        *,
+        name: str | None = None,
+        idempotency_key: str | None = None,
+        service_names: Sequence[str | None] | None = None,
+        owner: str = "queue",
+    ) -> tuple[str, list[str], bool]:
+        """Queue jobs as one batch: ``(batch id, job ids, already existed)``."""
+        now = time.time()
+        async with self._write() as db:
+            if idempotency_key is not None:
+                cur = await db.execute(
+                    "SELECT id FROM batches WHERE idempotency_key=?", (idempotency_key,)
+                )
+                found = await cur.fetchone()
+                if found:
+                    cur = await db.execute(
+                        "SELECT id FROM jobs WHERE batch_id=? ORDER BY seq", (found[0],)
+                    )
+                    return found[0], [r[0] for r in await cur.fetchall()], True
+            batch_id = new_id()
+            await db.execute(
+                "INSERT INTO batches(id, name, created, idempotency_key, total, owner)"
+                " VALUES (?,?,?,?,?,?)",
+                (batch_id, name, now, idempotency_key, len(specs), owner),
+            )
+            job_ids = [new_id() for _ in specs]
+            names = list(service_names or [None] * len(specs))
+            rows = []
+            for seq, (job_id, spec, base) in enumerate(zip(job_ids, specs, names, strict=True)):
+                label = spec.name or f"job-{seq}"
+                rows.append(
+                    (job_id, batch_id, seq, label, base or f"covey-{job_id}", spec.to_json(),
+                     JobState.QUEUED.value, now, now)
+                )
+            await db.executemany(
+                "INSERT INTO jobs(id, batch_id, seq, name, service_base, spec, state, created,"
+                " updated) VALUES (?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            await db.executemany(
+                "INSERT INTO transitions(job_id, state, at, source) VALUES (?, 'queued', ?, 'covey')",
+                [(job_id, now) for job_id in job_ids],
+            )
+        return batch_id, job_ids, False
+
+    # -- the submitter --------------------------------------------------------------------
+
+    async def due_jobs(self, now: float, limit: int, scope: Scope) -> list[JobRow]:
+        """Queued jobs, and retrying jobs whose backoff is over, oldest first."""
+        sql = (
+            f"SELECT {_JOB_COLS} FROM jobs WHERE state IN ('queued', 'retrying')"
+            " AND (not_before IS NULL OR not_before <= ?) AND cancel_requested=0"
+        )
+        args: list[Any] = [now]
+        where, extra = scope.sql("batch_id")
+        sql += where
+        args += extra
+        sql += " ORDER BY created, seq LIMIT ?"
+        args.append(limit)
+        return [_job(r) for r in await self._all(sql, args)]
+
+    async def next_due(self, scope: Scope) -> float | None:
+        where, extra = scope.sql("batch_id")
+        row = await self._one(
+            "SELECT min(not_before) FROM jobs WHERE state='retrying' AND cancel_requested=0"
+            + where,
+            extra,
+        )
+        return float(row[0]) if row and row[0] is not None else None
+
+    async def begin_attempt(self, job: JobRow, mode: str) -> AttemptRow:
+        """Record the attempt (and its fixed name) before anything is created on the engine."""
+        n = job.attempts + 1
+        attempt_id = f"{job.id}-{n}"
+        service = job.service_base if n == 1 and not job.service_base.startswith("covey-") else (
+            f"{job.service_base}-{n}"
+        )
+        now = time.time()
+        async with self._write() as db:
+            await db.execute(
+                "INSERT INTO attempts(id, job_id, n, service, mode, phase, created)"
+                " VALUES (?,?,?,?,?, 'creating', ?)",
+                (attempt_id, job.id, n, service, mode, now),
+            )
+            await db.execute(
+                "UPDATE jobs SET state='pending', attempts=?, updated=?, not_before=NULL"
+                " WHERE id=?",
+                (n, now, job.id),
+            )
+            await self._transition(db, job.id, attempt_id, "pending", now, "covey", service)
+        return AttemptRow(
+            attempt_id, job.id, n, service, mode, None, "creating", None, None, None, None,
+            now, None, None, None, False, False,
+        )
+
+    async def attempt_created(self, attempt_id: str, engine_id: str) -> None:
+        async with self._write() as db:
+            await db.execute(
+                "UPDATE attempts SET engine_id=?, phase=CASE phase WHEN 'creating' THEN 'pending'"
+                " ELSE phase END WHERE id=?",
+                (engine_id, attempt_id),
+            )
+
+    @staticmethod
+    async def _transition(
+        db: aiosqlite.Connection,
+        job_id: str,
+        attempt_id: str | None,
+        state: str,
+        at: float,
+        source: str,
+        detail: str | None = None,
+    ) -> None:
+        await db.execute(
+            "INSERT INTO transitions(job_id, attempt_id, state, at, source, detail)"
+            " VALUES (?,?,?,?,?,?)",
+            (job_id, attempt_id, state, at, source, detail),
+        )
+
+    # -- the tracker ----------------------------------------------------------------------
+
+    async def attempt_running(
+        self, attempt_id: str, job_id: str, node: str | None, at: float, source: str
+    ) -> bool:
+        async with self._write() as db:
+            cur = await db.execute(
+                "UPDATE attempts SET phase='running', started=?, node=coalesce(?, node)"
+                " WHERE id=? AND phase IN ('creating', 'pending')",
+                (at, node, attempt_id),
+            )
+            if cur.rowcount != 1:
+                return False
+            await db.execute(
+                "UPDATE jobs SET state='running', node=coalesce(?, node), started=coalesce(started, ?),"
+                " updated=? WHERE id=? AND state='pending'",
+                (node, at, at, job_id),
+            )
+            await self._transition(db, job_id, attempt_id, "running", at, source, node)
+        return True
+
+    async def set_stop_reason(self, attempt_id: str, reason: str) -> None:
+        async with self._write() as db:
+            await db.execute(
+                "UPDATE attempts SET stop_reason=coalesce(stop_reason, ?) WHERE id=?",
+                (reason, attempt_id),
+            )
+
+    async def finish_attempt(
+        self,
+        attempt: AttemptRow,
+        *,
+        outcome: Outcome,
+        exit_code: int | None,
+        error: str | None,
+        node: str | None,
+        at: float,
+        source: str,
+        decision: EndDecision,
+    ) -> bool:
+        """Record the end of an attempt and what it means for the job, exactly once."""
+        async with self._write() as db:
+            cur = await db.execute(
+                "UPDATE attempts SET phase='ended', outcome=?, exit_code=?, error=?,"
+                " node=coalesce(?, node), ended=? WHERE id=? AND phase != 'ended'",
+                (outcome.value, exit_code, error, node, at, attempt.id),
+            )
+            if cur.rowcount != 1:
+                return False
+            terminal = decision.state in TERMINAL
+            await db.execute(
+                "UPDATE jobs SET state=?, updated=?, not_before=?, exit_code=?, error=?,"
+                " node=coalesce(?, node), finished=?, runs=runs+?, losses=losses+?"
+                " WHERE id=? AND attempts=?",
+                (
+                    decision.state.value, at, decision.not_before, exit_code, error, node,
+                    at if terminal else None, int(decision.counts_as_run),
+                    int(decision.counts_as_loss), attempt.job_id, attempt.n,
+                ),
+            )
+            detail = decision.detail or error
+            if exit_code is not None:
+                detail = f"exit {exit_code}" + (f": {detail}" if detail else "")
+            await self._transition(
+                db, attempt.job_id, attempt.id, decision.state.value, at, source, detail
+            )
+        return True
+
+    async def save_logs(
+        self, attempt_id: str, stdout: bytes, stderr: bytes, cap: int = DEFAULT_LOG_CAP
+    ) -> None:
+        """Keep at most ``cap`` bytes per stream (the tail); truncation is recorded."""
+        async with self._write() as db:
+            for stream, data in (("stdout", stdout), ("stderr", stderr)):
+                kept = data[-cap:] if cap and len(data) > cap else data
+                await db.execute(
+                    "INSERT INTO logs(attempt_id, stream, data, size, truncated) VALUES (?,?,?,?,?)"
+                    " ON CONFLICT(attempt_id, stream) DO UPDATE SET data=excluded.data,"
+                    " size=excluded.size, truncated=excluded.truncated",
+                    (attempt_id, stream, kept, len(data), int(len(kept) < len(data))),
+                )
+            await db.execute("UPDATE attempts SET logs_saved=1 WHERE id=?", (attempt_id,))
+
+    async def mark_removed(self, attempt_id: str) -> None:
+        async with self._write() as db:
+            await db.execute("UPDATE attempts SET removed=1 WHERE id=?", (attempt_id,))
+
+    async def open_attempts(self, scope: Scope) -> list[AttemptRow]:
+        """Attempts not yet ended, or ended but not yet cleaned up (logs, removal)."""
+        where, extra = scope.sql("(SELECT batch_id FROM jobs WHERE jobs.id=attempts.job_id)")
+        rows = await self._all(
+            f"SELECT {_ATTEMPT_COLS} FROM attempts WHERE removed=0{where} ORDER BY created", extra
+        )
+        return [_attempt(r) for r in rows]
+
+    async def open_attempts_all(self) -> list[AttemptRow]:
+        """Every attempt not yet cleaned up, whoever owns its batch."""
+        rows = await self._all(f"SELECT {_ATTEMPT_COLS} FROM attempts WHERE removed=0")
+        return [_attempt(r) for r in rows]
+
+    # -- operators ------------------------------------------------------------------------
+
+    async def request_cancel(self, job_ids: Iterable[str]) -> list[JobRow]:
+        """Mark jobs cancelled-on-request; queued/retrying ones end at once. Returns the live ones."""
+        now = time.time()
+        ids = list(job_ids)
+        async with self._write() as db:
+            for job_id in ids:
+                cur = await db.execute(
+                    "UPDATE jobs SET cancel_requested=1, updated=? WHERE id=? AND state NOT IN"
+                    " ('succeeded','failed','timed_out','rejected','lost','cancelled')",
+                    (now, job_id),
+                )
+                if cur.rowcount != 1:
+                    continue
+                cur = await db.execute(
+                    "UPDATE jobs SET state='cancelled', finished=?, error='cancelled' WHERE id=?"
+                    " AND state IN ('queued','retrying')",
+                    (now, job_id),
+                )
+                if cur.rowcount == 1:
+                    await self._transition(db, job_id, None, "cancelled", now, "covey", "cancelled")
+        return [j for j in await self.jobs_by_id(ids) if not j.state.terminal]
+
+    async def retry_jobs(self, job_ids: Iterable[str]) -> list[str]:
+        """Queue ended, unsuccessful jobs again (new attempts); returns the ids re-queued."""
+        now = time.time()
+        done: list[str] = []
+        async with self._write() as db:
+            for job_id in job_ids:
+                cur = await db.execute(
+                    "UPDATE jobs SET state='queued', cancel_requested=0, not_before=NULL, runs=0,"
+                    " losses=0, exit_code=NULL, error=NULL, finished=NULL, updated=? WHERE id=?"
+                    " AND state IN ('failed','timed_out','rejected','lost','cancelled')",
+                    (now, job_id),
+                )
+                if cur.rowcount == 1:
+                    await self._transition(db, job_id, None, "queued", now, "covey", "retry")
+                    done.append(job_id)
+        return done
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def batch(self, batch_id: str) -> BatchRow | None:
+        row = await self._one(
+            "SELECT id, name, created, total FROM batches WHERE id=?", (batch_id,)
+        )
+        return BatchRow(*row) if row else None
+
+    async def job(self, job_id: str) -> JobRow | None:
+        row = await self._one(f"SELECT {_JOB_COLS} FROM jobs WHERE id=?", (job_id,))
+        return _job(row) if row else None
+
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of these (live) jobs an operator asked to cancel."""
+        return {j.id for j in await self.jobs_by_id(job_ids) if j.cancel_requested}
+
+    async def fail_job(self, job: JobRow, state: JobState, error: str, source: str = "covey") -> None:
+        """End a job that never got an attempt (e.g. it can never fit on any node)."""
+        now = time.time()
+        async with self._write() as db:
+            await db.execute(
+                "UPDATE jobs SET state=?, error=?, finished=?, updated=? WHERE id=?"
+                " AND state IN ('queued','retrying')",
+                (state.value, error, now, now, job.id),
+            )
+            await self._transition(db, job.id, None, state.value, now, source, error)
+
+    async def jobs_by_id(self, ids: Sequence[str]) -> list[JobRow]:
+        out: list[JobRow] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            out += [
+                _job(r)
+                for r in await self._all(f"SELECT {_JOB_COLS} FROM jobs WHERE id IN ({marks})", chunk)
+            ]
+        return out
+
+    async def jobs(
+        self,
+        *,
+        batch_id: str | None = None,
+        states: Sequence[str] = (),
+        name: str | None = None,
+        limit: int | None = None,
+    ) -> list[JobRow]:
+        sql = f"SELECT {_JOB_COLS} FROM jobs WHERE 1=1"
+        args: list[Any] = []
+        if batch_id:
+            sql += " AND batch_id=?"
+            args.append(batch_id)
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args += list(states)
+        if name:
+            sql += " AND name=?"
+            args.append(name)
+        sql += " ORDER BY created, seq"
+        if limit:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [_job(r) for r in await self._all(sql, args)]
+
+    async def batches(self, limit: int = 50) -> list[BatchRow]:
+        rows = await self._all(
+            "SELECT id, name, created, total FROM batches ORDER BY created DESC LIMIT ?", (limit,)
+        )
+        return [BatchRow(*r) for r in rows]
+
+    async def attempts(self, job_id: str) -> list[AttemptRow]:
+        rows = await self._all(
+            f"SELECT {_ATTEMPT_COLS} FROM attempts WHERE job_id=? ORDER BY n", (job_id,)
+        )
+        return [_attempt(r) for r in rows]
+
+    async def attempt(self, attempt_id: str) -> AttemptRow | None:
+        row = await self._one(f"SELECT {_ATTEMPT_COLS} FROM attempts WHERE id=?", (attempt_id,))
+        return _attempt(row) if row else None
+
+    async def transitions(self, job_id: str) -> list[Transition]:
+        rows = await self._all(
+            "SELECT job_id, attempt_id, state, at, source, detail FROM transitions"
+            " WHERE job_id=? ORDER BY id",
+            (job_id,),
+        )
+        return [Transition(*r) for r in rows]
+
+    async def logs(self, attempt_id: str) -> dict[str, LogRecord]:
+        rows = await self._all(
+            "SELECT stream, data, size, truncated FROM logs WHERE attempt_id=?", (attempt_id,)
+        )
+        return {r[0]: LogRecord(r[0], bytes(r[1]), r[2], bool(r[3])) for r in rows}
+
+    async def counts(self, batch_id: str | None = None) -> dict[str, int]:
+        sql = "SELECT state, count(*) FROM jobs"
+        args: tuple[Any, ...] = ()
+        if batch_id:
+            sql += " WHERE batch_id=?"
+            args = (batch_id,)
+        rows = await self._all(sql + " GROUP BY state", args)
+        return {r[0]: r[1] for r in rows}
+
+    async def resolve(self, ref: str) -> tuple[str, list[str]]:
+        """A job id, batch id, job name or unique prefix -> ("job"|"batch", job ids)."""
+        if await self.job(ref):
+            return "job", [ref]
+        if await self.batch(ref):
+            return "batch", [j.id for j in await self.jobs(batch_id=ref)]
+        rows = await self._all("SELECT id FROM jobs WHERE id LIKE ? LIMIT 2", (ref + "%",))
+        if len(rows) == 1:
+            return "job", [rows[0][0]]
+        batches = await self._all("SELECT id FROM batches WHERE id LIKE ? LIMIT 2", (ref + "%",))
+        if len(batches) == 1 and not rows:
+            return "batch", [j.id for j in await self.jobs(batch_id=batches[0][0])]
+        named = await self._all(
+            "SELECT id FROM jobs WHERE name=? ORDER BY created DESC LIMIT 2", (ref,)
+        )
+        if len(named) == 1:
+            return "job", [named[0][0]]
+        if len(rows) > 1 or len(batches) > 1 or len(named) > 1:
+            raise StoreError(f"{ref!r} is ambiguous: give more of the id")
+        raise StoreError(f"no job or batch {ref!r} in {self.path}")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,245 @@
+"""The tracker: follows every live attempt to its end.
+
+Docker's event stream is only a hint (no task events; containers on other nodes are
+invisible; slow subscribers are dropped), so the truth is one batched ``GET /tasks`` per
+round for all of this store's services. Events wake the poll early and, for a zero exit,
+record the end at once (the lowest exit→recorded latency). Whenever the stream drops the
+tracker polls at once and resubscribes with backoff; polling never stops. Deadlines and
+tasks the engine never schedules are policed here too.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+from anyio.abc import TaskStatus
+
+from covey.backend import event_observation
+from covey.context import Context, Live, log
+from covey.engine import EngineError, Unavailable
+from covey.policy import decide
+from covey.states import FINAL_STATE, JobState, Observation, Outcome, Phase
+from covey.store import EndDecision
+
+CONFIRM_INTERVAL = 0.15
+BUSY_INTERVAL = 1.0
+EVENT_DEBOUNCE = 0.03
+MISSING_GRACE = 10.0
+
+
+def end_decision(live: Live, outcome: Outcome, exit_code: int | None) -> EndDecision:
+    """What this end means for the job: retry after a backoff, or a final state."""
+    job = live.job
+    if job.cancel_requested or outcome is Outcome.CANCELLED:
+        return EndDecision(JobState.CANCELLED, counts_as_run=False, detail="cancelled")
+    counts_as_run = outcome is not Outcome.LOST
+    decision = decide(
+        job.spec.retry,
+        outcome.value,
+        exit_code,
+        job.runs + int(counts_as_run),
+        job.losses + int(not counts_as_run),
+    )
+    if decision.retry:
+        return EndDecision(
+            JobState.RETRYING,
+            not_before=time.time() + decision.delay,
+            counts_as_run=counts_as_run,
+            counts_as_loss=not counts_as_run,
+            detail=decision.reason,
+        )
+    return EndDecision(
+        FINAL_STATE[outcome],
+        counts_as_run=counts_as_run,
+        counts_as_loss=not counts_as_run,
+        detail=decision.reason or None,
+    )
+
+
+async def record_end(ctx: Context, live: Live, obs: Observation, source: str) -> None:
+    """Record an attempt's end once and hand the attempt to the reaper."""
+    if live.ended:
+        return
+    live.ended = True
+    live.phase = Phase.ENDED
+    outcome = obs.outcome or Outcome.LOST
+    error = obs.error
+    exit_code = obs.exit_code
+    if live.stop_reason == "timeout":
+        outcome, exit_code = Outcome.TIMED_OUT, None
+        error = f"deadline of {live.spec.timeout:g}s reached"
+    elif live.stop_reason == "cancel":
+        outcome, exit_code, error = Outcome.CANCELLED, None, "cancelled"
+    live.end = Observation(Phase.ENDED, outcome, exit_code, error, obs.node_id or live.node_id)
+    decision = end_decision(live, outcome, exit_code)
+    recorded = await ctx.store.finish_attempt(
+        live.attempt,
+        outcome=outcome,
+        exit_code=exit_code,
+        error=error,
+        node=ctx.node_name(obs.node_id or live.node_id),
+        at=time.time(),
+        source=source,
+        decision=decision,
+    )
+    if recorded:
+        if source == "event":
+            ctx.counters.recorded_from_event += 1
+        else:
+            ctx.counters.recorded_from_poll += 1
+        log.debug(
+            "job %s attempt %s %s -> %s (%s)",
+            live.job.id, live.attempt.n, outcome.value, decision.state.value, source,
+        )
+    await ctx.to_reaper.send(live)
+
+
+async def apply(ctx: Context, live: Live, obs: Observation, source: str) -> None:
+    """Fold one observation of an attempt into the store and the governor."""
+    if obs.node_id:
+        live.node_id = obs.node_id
+        ctx.governor.place(live.job.id, obs.node_id)
+    if obs.phase is Phase.ENDED:
+        if source == "poll" or ctx.backend.mode == "container":
+            live.confirmed.set()
+        await record_end(ctx, live, obs, source)
+        return
+    if obs.phase is Phase.RUNNING and live.phase is Phase.PENDING and not live.ended:
+        live.phase = Phase.RUNNING
+        live.started = time.monotonic()
+        await ctx.store.attempt_running(
+            live.attempt.id, live.job.id, ctx.node_name(obs.node_id), time.time(), source
+        )
+        log.debug("job %s attempt %s running (%s)", live.job.id, live.attempt.n, source)
+    elif obs.phase is Phase.PENDING:
+        live.pending_reason = obs.error or live.pending_reason
+
+
+async def poll_once(ctx: Context) -> None:
+    """One listing of every task (or container) of this store; the truth for every attempt."""
+    await ctx.refresh_nodes()
+    nodes = {n.id: n for n in ctx.governor.nodes}
+    seen = {s.attempt: s for s in await ctx.backend.observe(nodes)}
+    ctx.counters.polls += 1
+    now = time.monotonic()
+    for live in list(ctx.live.values()):
+        if live.stop_reason and not live.ended:
+            continue
+        found = seen.get(live.attempt.id)
+        if found is None:
+            if live.ended:
+                live.confirmed.set()  # already gone from the engine: nothing left to confirm
+            elif live.engine_id and now - live.since > MISSING_GRACE:
+                await record_end(
+                    ctx, live, Observation(Phase.ENDED, Outcome.LOST, None,
+                                           "its service disappeared (removed outside covey)"),
+                    "poll",
+                )
+            continue
+        live.engine_id = live.engine_id or found.engine_id
+        await apply(ctx, live, found.observation, "poll")
+    await police(ctx)
+
+
+async def police(ctx: Context) -> None:
+    """Deadlines, never-scheduled tasks, and operators' cancel requests."""
+    now = time.monotonic()
+    cancelled = await ctx.store.cancel_requested(
+        [live.job.id for live in ctx.live.values() if not live.ended]
+    ) if ctx.options.supervise else set()
+    for live in list(ctx.live.values()):
+        if live.ended:
+            continue
+        if live.job.id in cancelled:
+            await stop(ctx, live, "cancel")
+        elif live.phase is Phase.RUNNING and live.spec.timeout is not None and live.started:
+            if now - live.started >= live.spec.timeout:
+                await stop(ctx, live, "timeout")
+        elif live.phase is Phase.PENDING and live.engine_id:
+            limit = live.spec.pending_timeout or ctx.options.pending_timeout
+            if now - live.since >= limit:
+                reason = live.pending_reason or "the engine did not schedule it"
+                await record_end(
+                    ctx, live,
+                    Observation(Phase.ENDED, Outcome.REJECTED, None,
+                                f"still pending after {limit:g}s: {reason}"),
+                    "covey",
+                )
+
+
+async def stop(ctx: Context, live: Live, reason: str) -> None:
+    """Covey ends a running attempt itself (deadline or cancel); the reaper removes it."""
+    live.stop_reason = reason
+    await ctx.store.set_stop_reason(live.attempt.id, reason)
+    try:
+        await ctx.backend.stop(live.attempt)
+    except EngineError as exc:
+        log.warning("stopping %s: %s", live.attempt.service, exc)
+    await record_end(ctx, live, Observation(Phase.ENDED, Outcome.LOST), "covey")
+
+
+def _interval(ctx: Context) -> float:
+    lives = list(ctx.live.values())
+    if any(live.ended and not live.confirmed.is_set() for live in lives):
+        return CONFIRM_INTERVAL
+    if not lives:
+        return max(ctx.options.poll_interval, 2.0)
+    if any(live.spec.timeout is not None or live.phase is Phase.PENDING for live in lives):
+        return min(BUSY_INTERVAL, ctx.options.poll_interval)
+    return ctx.options.poll_interval
+
+
+async def poll_loop(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Poll forever: at once when woken, else on a short or long interval."""
+    task_status.started()
+    while True:
+        woke = await ctx.look.wait(_interval(ctx))
+        if woke:
+            await anyio.sleep(EVENT_DEBOUNCE)  # let a burst of events share one listing
+        if not ctx.live and not woke:
+            await _idle_refresh(ctx)
+            continue
+        try:
+            await poll_once(ctx)
+        except Unavailable as exc:
+            ctx.counters.api_errors += 1
+            log.info("engine unavailable, polling again: %s", exc)
+            await anyio.sleep(1.0)
+        except EngineError as exc:
+            ctx.counters.api_errors += 1
+            log.warning("task listing failed: %s", exc)
+            await anyio.sleep(1.0)
+
+
+async def _idle_refresh(ctx: Context) -> None:
+    try:
+        await ctx.refresh_nodes()
+    except EngineError:
+        ctx.counters.api_errors += 1
+
+
+async def event_loop(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Follow the event stream; resubscribe with backoff whenever it drops."""
+    task_status.started()
+    backoff = 0.2
+    while True:
+        try:
+            async for event in ctx.engine.events(ctx.backend.event_filters()):
+                ctx.counters.events_up = True
+                backoff = 0.2
+                hint = event_observation(event)
+                ctx.look.set()
+                if hint is None:
+                    continue
+                live = ctx.live.get(hint[0])
+                if live is not None and not live.ended and not live.stop_reason:
+                    with anyio.CancelScope(shield=True):
+                        await apply(ctx, live, hint[1], "event")
+        except EngineError as exc:
+            log.info("event stream dropped (%s); polling and resubscribing", exc)
+        ctx.counters.events_up = False
+        ctx.counters.event_reconnects += 1
+        ctx.look.set()
+        await anyio.sleep(backoff)
+        backoff = min(backoff * 2, 5.0)
