@@ -9,18 +9,19 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from covey.engine import (
-    ATTEMPT_LABEL,
-    Conflict,
-    Engine,
-    EngineError,
-    NotFound,
-    secret_id,
-)
+from covey.engine import ATTEMPT_LABEL, Conflict, Engine, NotFound, secret_id
+from covey.errors import EngineError
 from covey.governor import Usage, foreign_usage
 from covey.records import EngineEvent, NodeRecord
 from covey.spec import JobSpec
-from covey.states import Observation, Outcome, Phase, observe_container, observe_task, start_failure_code
+from covey.states import (
+    Observation,
+    Outcome,
+    Phase,
+    observe_container,
+    observe_task,
+    start_failure_code,
+)
 from covey.store import AttemptRow
 
 MANAGED_LABEL = "covey.managed"
@@ -48,7 +49,9 @@ class Seen:
     observation: Observation
 
 
-def covey_labels(store_id: str, attempt: AttemptRow, batch_id: str, job_name: str) -> dict[str, str]:
+def covey_labels(
+    store_id: str, attempt: AttemptRow, batch_id: str, job_name: str
+) -> dict[str, str]:
     return {
         MANAGED_LABEL: "1",
         STORE_LABEL: store_id,
@@ -63,7 +66,9 @@ class Backend(Protocol):
     mode: str
     engine: Engine
 
-    async def create(self, attempt: AttemptRow, spec: JobSpec, labels: Mapping[str, str]) -> str: ...
+    async def create(
+        self, attempt: AttemptRow, spec: JobSpec, labels: Mapping[str, str]
+    ) -> str: ...
     async def observe(self, nodes: Mapping[str, NodeRecord]) -> list[Seen]: ...
     async def capacity(self, ours: set[str]) -> tuple[list[NodeRecord], dict[str, Usage]]: ...
     async def stop(self, attempt: AttemptRow) -> None: ...
@@ -172,7 +177,8 @@ class SwarmBackend:
             if best is None or task.updated_at > best.updated_at:
                 latest[task.attempt] = task
         return [
-            Seen(a, t.service_id, observe_task(t, nodes.get(t.node_id or ""))) for a, t in latest.items()
+            Seen(a, t.service_id, observe_task(t, nodes.get(t.node_id or "")))
+            for a, t in latest.items()
         ]
 
     async def capacity(self, ours: set[str]) -> tuple[list[NodeRecord], dict[str, Usage]]:
@@ -272,7 +278,11 @@ class ContainerBackend:
         except NotFound:
             raise
         except EngineError as exc:
-            if "executable" in str(exc) or "no such file" in str(exc).lower() or "permission denied" in str(exc):
+            if (
+                "executable" in str(exc)
+                or "no such file" in str(exc).lower()
+                or "permission denied" in str(exc)
+            ):
                 raise StartFailed(str(exc)) from None
             raise
         return ident
@@ -314,7 +324,9 @@ class ContainerBackend:
                 return
 
     async def logs(self, attempt: AttemptRow, timeout: float) -> tuple[bytes, bytes]:
-        return await self.engine.container_logs(attempt.engine_id or attempt.service, timeout=timeout)
+        return await self.engine.container_logs(
+            attempt.engine_id or attempt.service, timeout=timeout
+        )
 
     def follow_logs(self, attempt: AttemptRow) -> AsyncIterator[tuple[int, bytes]]:
         return self.engine.follow_container_logs(attempt.engine_id or attempt.service)

@@ -37,7 +37,6 @@ from covey.flags import (
     parse_size,
 )
 from covey.spec import JobSpec, Resources, RetryPolicy, validate_name
-from covey.store import DEFAULT_LOG_CAP
 
 T = TypeVar("T")
 
@@ -64,7 +63,11 @@ class State:
 
 DbOpt = Annotated[
     Path | None,
-    typer.Option("--db", envvar="COVEY_DB", help="The store (SQLite). Default: covey.db in the user data dir."),
+    typer.Option(
+        "--db",
+        envvar="COVEY_DB",
+        help="The store (SQLite). Default: covey.db in the user data dir.",
+    ),
 ]
 
 
@@ -117,7 +120,9 @@ def options(
     if log_cap is not None:
         opts.log_cap = parse_size(log_cap, what="--log-cap")
     if pending_timeout is not None:
-        opts.pending_timeout = parse_duration(pending_timeout, what="--pending-timeout", allow_zero=False)
+        opts.pending_timeout = parse_duration(
+            pending_timeout, what="--pending-timeout", allow_zero=False
+        )
     return opts
 
 
@@ -127,31 +132,67 @@ def options(
 def run(
     image: Annotated[str, typer.Argument(help="The image to run.", show_default=False)],
     command: Annotated[list[str] | None, typer.Argument(help="Command and arguments.")] = None,
-    env: Annotated[list[str], typer.Option("-e", "--env", help="KEY=VALUE, or KEY to copy it.")] = [],  # noqa: B006
-    env_file: Annotated[list[Path], typer.Option("--env-file", help="Read variables from a file.")] = [],  # noqa: B006
+    env: Annotated[
+        list[str], typer.Option("-e", "--env", help="KEY=VALUE, or KEY to copy it.")
+    ] = [],  # noqa: B006
+    env_file: Annotated[
+        list[Path], typer.Option("--env-file", help="Read variables from a file.")
+    ] = [],  # noqa: B006
     label: Annotated[list[str], typer.Option("-l", "--label", help="KEY=VALUE label.")] = [],  # noqa: B006
-    mount: Annotated[list[str], typer.Option("--mount", help="type=bind,source=/a,target=/b[,readonly]")] = [],  # noqa: B006
+    mount: Annotated[
+        list[str], typer.Option("--mount", help="type=bind,source=/a,target=/b[,readonly]")
+    ] = [],  # noqa: B006
     network: Annotated[list[str], typer.Option("--network", help="Attach to a network.")] = [],  # noqa: B006
-    secret: Annotated[list[str], typer.Option("--secret", help="Swarm secret: NAME or source=,target=.")] = [],  # noqa: B006
-    constraint: Annotated[list[str], typer.Option("--constraint", help="Placement: node.hostname==x")] = [],  # noqa: B006
-    reserve_cpu: Annotated[str | None, typer.Option("--reserve-cpu", help="CPUs to reserve (0.5).")] = None,
-    reserve_memory: Annotated[str | None, typer.Option("--reserve-memory", help="Memory to reserve (512M).")] = None,
+    secret: Annotated[
+        list[str], typer.Option("--secret", help="Swarm secret: NAME or source=,target=.")
+    ] = [],  # noqa: B006
+    constraint: Annotated[
+        list[str], typer.Option("--constraint", help="Placement: node.hostname==x")
+    ] = [],  # noqa: B006
+    reserve_cpu: Annotated[
+        str | None, typer.Option("--reserve-cpu", help="CPUs to reserve (0.5).")
+    ] = None,
+    reserve_memory: Annotated[
+        str | None, typer.Option("--reserve-memory", help="Memory to reserve (512M).")
+    ] = None,
     limit_cpu: Annotated[str | None, typer.Option("--limit-cpu", help="CPU limit.")] = None,
-    limit_memory: Annotated[str | None, typer.Option("--limit-memory", help="Memory limit.")] = None,
-    user: Annotated[str | None, typer.Option("-u", "--user", help="User (name|uid[:group]).")] = None,
-    workdir: Annotated[str | None, typer.Option("-w", "--workdir", help="Working directory.")] = None,
-    entrypoint: Annotated[str | None, typer.Option("--entrypoint", help="Override the entrypoint.")] = None,
+    limit_memory: Annotated[
+        str | None, typer.Option("--limit-memory", help="Memory limit.")
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option("-u", "--user", help="User (name|uid[:group]).")
+    ] = None,
+    workdir: Annotated[
+        str | None, typer.Option("-w", "--workdir", help="Working directory.")
+    ] = None,
+    entrypoint: Annotated[
+        str | None, typer.Option("--entrypoint", help="Override the entrypoint.")
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Job (and service) name.")] = None,
-    timeout: Annotated[str | None, typer.Option("--timeout", help="Deadline (90, 5m, 1h30m); exit 124.")] = None,
-    pending_timeout: Annotated[str | None, typer.Option("--pending-timeout", help="Give up on a task never scheduled.")] = None,
-    stop_grace_period: Annotated[str | None, typer.Option("--stop-grace-period", help="Time before SIGKILL.")] = None,
+    timeout: Annotated[
+        str | None, typer.Option("--timeout", help="Deadline (90, 5m, 1h30m); exit 124.")
+    ] = None,
+    pending_timeout: Annotated[
+        str | None, typer.Option("--pending-timeout", help="Give up on a task never scheduled.")
+    ] = None,
+    stop_grace_period: Annotated[
+        str | None, typer.Option("--stop-grace-period", help="Time before SIGKILL.")
+    ] = None,
     retries: Annotated[int, typer.Option("--retries", help="Retries on failure (0: none).")] = 0,
-    retry_on_exit: Annotated[str | None, typer.Option("--retry-on-exit", help="Only these codes: 75,111")] = None,
-    detach: Annotated[bool, typer.Option("-d", "--detach", help="Print the job id and return.")] = False,
+    retry_on_exit: Annotated[
+        str | None, typer.Option("--retry-on-exit", help="Only these codes: 75,111")
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("-d", "--detach", help="Print the job id and return.")
+    ] = False,
     keep: Annotated[bool, typer.Option("--keep", help="Do not remove the service.")] = False,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Do not stream the job's logs.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("-q", "--quiet", help="Do not stream the job's logs.")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
-    mode: Annotated[Mode, typer.Option("--mode", help="Swarm services or plain containers.")] = Mode.auto,
+    mode: Annotated[
+        Mode, typer.Option("--mode", help="Swarm services or plain containers.")
+    ] = Mode.auto,
     db: DbOpt = None,
 ) -> None:
     """Run one job, like `docker run`: stream its logs, exit with its exit code."""
@@ -248,32 +289,48 @@ def submit(**kw: Any) -> None:
             specs = [spec_from_flags(kw)]
         else:
             raise SpecError("nothing to submit: give IMAGE [COMMAND...] or --file FILE")
-        return await commands.submit(_db(db), specs, key=key, as_json=as_json, name=file.name if file else None)
+        return await commands.submit(
+            _db(db), specs, key=key, as_json=as_json, name=file.name if file else None
+        )
 
     execute(main)
 
 
 def _submit_signature() -> inspect.Signature:
-    params = [
-        p for n, p in inspect.signature(run).parameters.items() if n not in _SUBMIT_ONLY
-    ]
-    image = params[0].replace(annotation=Annotated[str | None, typer.Argument(help="The image to run.")], default=None)
+    params = [p for n, p in inspect.signature(run).parameters.items() if n not in _SUBMIT_ONLY]
+    image = params[0].replace(
+        annotation=Annotated[str | None, typer.Argument(help="The image to run.")], default=None
+    )
     params[0] = image
     extra = [
         inspect.Parameter(
-            "file", inspect.Parameter.KEYWORD_ONLY, default=None,
-            annotation=Annotated[Path | None, typer.Option("-f", "--file", help="A batch file instead of IMAGE.")],
+            "file",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Path | None, typer.Option("-f", "--file", help="A batch file instead of IMAGE.")
+            ],
         ),
         inspect.Parameter(
-            "idempotency_key", inspect.Parameter.KEYWORD_ONLY, default=None,
-            annotation=Annotated[str | None, typer.Option("--idempotency-key", help="Same key: same batch, not a second one.")],
+            "idempotency_key",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                str | None,
+                typer.Option("--idempotency-key", help="Same key: same batch, not a second one."),
+            ],
         ),
         inspect.Parameter(
-            "json_out", inspect.Parameter.KEYWORD_ONLY, default=False,
+            "json_out",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
             annotation=Annotated[bool, typer.Option("--json", help="Print {batch, jobs} as JSON.")],
         ),
         inspect.Parameter(
-            "db", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=DbOpt,
+            "db",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=DbOpt,
         ),
     ]
     params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params] + extra
@@ -291,11 +348,20 @@ app.command("submit", context_settings={"allow_interspersed_args": False})(submi
 def batch(
     file: Annotated[Path, typer.Argument(help="The batch file (YAML).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
-    max_concurrent: Annotated[int | None, typer.Option("--max-concurrent", help="Cap on jobs at once.")] = None,
-    keep_failed: Annotated[str | None, typer.Option("--keep-failed", help="Keep failed services (for prune after DURATION).")] = None,
-    log_cap: Annotated[str | None, typer.Option("--log-cap", help="Bytes of logs kept per stream and job.")] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option("--max-concurrent", help="Cap on jobs at once.")
+    ] = None,
+    keep_failed: Annotated[
+        str | None,
+        typer.Option("--keep-failed", help="Keep failed services (for prune after DURATION)."),
+    ] = None,
+    log_cap: Annotated[
+        str | None, typer.Option("--log-cap", help="Bytes of logs kept per stream and job.")
+    ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
-    mode: Annotated[Mode, typer.Option("--mode", help="Swarm services or plain containers.")] = Mode.auto,
+    mode: Annotated[
+        Mode, typer.Option("--mode", help="Swarm services or plain containers.")
+    ] = Mode.auto,
     db: DbOpt = None,
 ) -> None:
     """Run every job of a batch file to its end; exit 0 only if all succeeded."""
@@ -315,11 +381,22 @@ def batch(
 
 @app.command("supervise")
 def supervise(
-    metrics_addr: Annotated[str | None, typer.Option("--metrics-addr", help="Serve Prometheus metrics on [HOST:]PORT (localhost).")] = None,
-    max_concurrent: Annotated[int | None, typer.Option("--max-concurrent", help="Cap on jobs at once.")] = None,
-    keep_failed: Annotated[str | None, typer.Option("--keep-failed", help="Keep failed services for inspection.")] = None,
-    log_cap: Annotated[str | None, typer.Option("--log-cap", help="Bytes of logs kept per stream and job.")] = None,
-    mode: Annotated[Mode, typer.Option("--mode", help="Swarm services or plain containers.")] = Mode.auto,
+    metrics_addr: Annotated[
+        str | None,
+        typer.Option("--metrics-addr", help="Serve Prometheus metrics on [HOST:]PORT (localhost)."),
+    ] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option("--max-concurrent", help="Cap on jobs at once.")
+    ] = None,
+    keep_failed: Annotated[
+        str | None, typer.Option("--keep-failed", help="Keep failed services for inspection.")
+    ] = None,
+    log_cap: Annotated[
+        str | None, typer.Option("--log-cap", help="Bytes of logs kept per stream and job.")
+    ] = None,
+    mode: Annotated[
+        Mode, typer.Option("--mode", help="Swarm services or plain containers.")
+    ] = Mode.auto,
     db: DbOpt = None,
 ) -> None:
     """Run the store's queue forever: adopt what is in flight, then admit, track, reap."""
@@ -339,7 +416,9 @@ def supervise(
 def ls(
     state: Annotated[list[str], typer.Option("--state", help="Only jobs in this state.")] = [],  # noqa: B006
     batch_id: Annotated[str | None, typer.Option("--batch", help="Only this batch.")] = None,
-    label: Annotated[list[str], typer.Option("-l", "--label", help="Only jobs with KEY=VALUE.")] = [],  # noqa: B006
+    label: Annotated[
+        list[str], typer.Option("-l", "--label", help="Only jobs with KEY=VALUE.")
+    ] = [],  # noqa: B006
     json_out: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False,
     limit: Annotated[int, typer.Option("-n", "--limit", help="At most this many (newest).")] = 1000,
     db: DbOpt = None,
@@ -362,7 +441,9 @@ def show(
 def logs(
     ref: Annotated[str, typer.Argument(help="Job id (or name).")],
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Follow while it runs.")] = False,
-    attempt: Annotated[int | None, typer.Option("--attempt", help="Attempt number (default: last).")] = None,
+    attempt: Annotated[
+        int | None, typer.Option("--attempt", help="Attempt number (default: last).")
+    ] = None,
     db: DbOpt = None,
 ) -> None:
     """Print a job's stdout and stderr from the store (or follow it on the engine)."""
@@ -390,7 +471,9 @@ def retry(
 @app.command("wait")
 def wait(
     refs: Annotated[list[str], typer.Argument(help="Job or batch ids.")],
-    timeout: Annotated[str | None, typer.Option("--timeout", help="Give up after this long (exit 124).")] = None,
+    timeout: Annotated[
+        str | None, typer.Option("--timeout", help="Give up after this long (exit 124).")
+    ] = None,
     db: DbOpt = None,
 ) -> None:
     """Wait until jobs ended; exit 0 only if every one succeeded."""
@@ -400,7 +483,9 @@ def wait(
 
 @app.command("prune")
 def prune(
-    older_than: Annotated[str, typer.Option("--older-than", help="Only what ended this long ago.")] = "0",
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Only what ended this long ago.")
+    ] = "0",
     db: DbOpt = None,
 ) -> None:
     """Remove services/containers of this store that no job needs any more (never others)."""

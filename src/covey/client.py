@@ -100,7 +100,11 @@ class Client:
             event.set()
 
     async def start(
-        self, specs: Sequence[JobSpec], *, name: str | None = None, service_names: Sequence[str | None] | None = None
+        self,
+        specs: Sequence[JobSpec],
+        *,
+        name: str | None = None,
+        service_names: Sequence[str | None] | None = None,
     ) -> tuple[str, list[str]]:
         """Queue a batch for this client's orchestrator and return at once."""
         if not specs:
@@ -149,7 +153,11 @@ class Client:
                 yield await receive.receive()
 
     async def submit(
-        self, specs: Sequence[JobSpec], *, idempotency_key: str | None = None, name: str | None = None
+        self,
+        specs: Sequence[JobSpec],
+        *,
+        idempotency_key: str | None = None,
+        name: str | None = None,
     ) -> tuple[str, list[str]]:
         """Queue jobs for ``covey supervise``; returns (batch id, job ids) at once."""
         assert self.store is not None

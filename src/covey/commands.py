@@ -19,15 +19,14 @@ from rich.table import Table
 
 from covey.backend import Backend
 from covey.client import pick_backend
-from covey.engine import Engine, EngineError
-from covey.errors import StoreError
+from covey.engine import Engine
+from covey.errors import EngineError, StoreError
 from covey.reaper import prune as prune_objects
 from covey.reaper import remove_with_retry, save_logs
 from covey.results import result_of
 from covey.spec import JobSpec
-from covey.states import Observation, Outcome, Phase
+from covey.states import JobState, Observation, Outcome, Phase
 from covey.store import EndDecision, JobRow, Store
-from covey.states import JobState
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -38,7 +37,9 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-async def submit(db: Path | None, specs: Sequence[JobSpec], *, key: str | None, as_json: bool, name: str | None) -> int:
+async def submit(
+    db: Path | None, specs: Sequence[JobSpec], *, key: str | None, as_json: bool, name: str | None
+) -> int:
     async with Store.open(db) as store:
         batch_id, job_ids, existed = await store.create_batch(specs, name=name, idempotency_key=key)
     if as_json:
@@ -55,14 +56,23 @@ async def _targets(store: Store, refs: Sequence[str]) -> list[str]:
     return ids
 
 
-async def ls(db: Path | None, states: Sequence[str], batch_id: str | None, labels: Sequence[str], as_json: bool, limit: int) -> int:
+async def ls(
+    db: Path | None,
+    states: Sequence[str],
+    batch_id: str | None,
+    labels: Sequence[str],
+    as_json: bool,
+    limit: int,
+) -> int:
     valid = {s.value for s in JobState}
     for s in states:
         if s not in valid:
             raise StoreError(f"--state: {s!r} is not a state (one of {', '.join(sorted(valid))})")
     async with Store.open(db) as store:
         jobs = await store.jobs(batch_id=batch_id, states=states)
-    wanted = [tuple(x.split("=", 1)) if "=" in x else (x, None) for x in labels]
+    wanted: list[tuple[str, str | None]] = [
+        (x.partition("=")[0], x.partition("=")[2] if "=" in x else None) for x in labels
+    ]
     jobs = [j for j in jobs if _has_labels(j, wanted)][-limit:]
     if as_json:
         for j in jobs:
@@ -70,22 +80,39 @@ async def ls(db: Path | None, states: Sequence[str], batch_id: str | None, label
         return 0
     table = Table("JOB", "BATCH", "NAME", "STATE", "EXIT", "NODE", "ATTEMPTS", "CREATED", box=None)
     for j in jobs:
-        table.add_row(j.id, j.batch_id, j.name, j.state.value, "" if j.exit_code is None else str(j.exit_code),
-                      j.node or "", str(j.attempts), _when(j.created))
+        table.add_row(
+            j.id,
+            j.batch_id,
+            j.name,
+            j.state.value,
+            "" if j.exit_code is None else str(j.exit_code),
+            j.node or "",
+            str(j.attempts),
+            _when(j.created),
+        )
     out.print(table)
     return 0
 
 
-def _has_labels(job: JobRow, wanted: Sequence[tuple[str, ...]]) -> bool:
+def _has_labels(job: JobRow, wanted: Sequence[tuple[str, str | None]]) -> bool:
     labels = dict(job.spec.labels)
-    return all(k in labels and (v is None or labels[k] == v) for k, v, *_ in (*(w + (None,) for w in wanted),))
+    return all(k in labels and (v is None or labels[k] == v) for k, v in wanted)
 
 
 def _job_json(j: JobRow) -> dict[str, object]:
     return {
-        "id": j.id, "batch": j.batch_id, "name": j.name, "index": j.spec.index, "state": j.state.value,
-        "exit_code": j.exit_code, "error": j.error, "node": j.node, "attempts": j.attempts,
-        "created": j.created, "started": j.started, "finished": j.finished,
+        "id": j.id,
+        "batch": j.batch_id,
+        "name": j.name,
+        "index": j.spec.index,
+        "state": j.state.value,
+        "exit_code": j.exit_code,
+        "error": j.error,
+        "node": j.node,
+        "attempts": j.attempts,
+        "created": j.created,
+        "started": j.started,
+        "finished": j.finished,
     }
 
 
@@ -93,14 +120,29 @@ async def show(db: Path | None, ref: str, as_json: bool) -> int:
     async with Store.open(db) as store:
         kind, ids = await store.resolve(ref)
         if kind == "batch":
-            batch = await store.batch(ref) or await store.batch((await store.jobs_by_id(ids[:1]))[0].batch_id)
+            batch = await store.batch(ref) or await store.batch(
+                (await store.jobs_by_id(ids[:1]))[0].batch_id
+            )
             assert batch is not None
             counts = await store.counts(batch.id)
             if as_json:
-                print(json.dumps({"batch": batch.id, "name": batch.name, "total": batch.total,
-                                  "created": batch.created, "states": counts, "jobs": ids}))
+                print(
+                    json.dumps(
+                        {
+                            "batch": batch.id,
+                            "name": batch.name,
+                            "total": batch.total,
+                            "created": batch.created,
+                            "states": counts,
+                            "jobs": ids,
+                        }
+                    )
+                )
             else:
-                out.print(f"batch {batch.id} ({batch.name or 'unnamed'}), {batch.total} jobs, created {_when(batch.created)}")
+                out.print(
+                    f"batch {batch.id} ({batch.name or 'unnamed'}), {batch.total} jobs,"
+                    f" created {_when(batch.created)}"
+                )
                 for state, n in sorted(counts.items()):
                     out.print(f"  {state:<10} {n}")
             return 0
@@ -112,12 +154,30 @@ async def show(db: Path | None, ref: str, as_json: bool) -> int:
         doc = _job_json(job) | {
             "spec": json.loads(job.spec.to_json()),
             "attempts": [
-                {"n": a.n, "service": a.service, "mode": a.mode, "node": a.node, "outcome": a.outcome,
-                 "exit_code": a.exit_code, "error": a.error, "created": a.created, "started": a.started,
-                 "ended": a.ended} for a in attempts
+                {
+                    "n": a.n,
+                    "service": a.service,
+                    "mode": a.mode,
+                    "node": a.node,
+                    "outcome": a.outcome,
+                    "exit_code": a.exit_code,
+                    "error": a.error,
+                    "created": a.created,
+                    "started": a.started,
+                    "ended": a.ended,
+                }
+                for a in attempts
             ],
-            "transitions": [{"state": t.state, "at": t.at, "source": t.source, "detail": t.detail,
-                             "attempt": t.attempt_id} for t in history],
+            "transitions": [
+                {
+                    "state": t.state,
+                    "at": t.at,
+                    "source": t.source,
+                    "detail": t.detail,
+                    "attempt": t.attempt_id,
+                }
+                for t in history
+            ],
         }
         print(json.dumps(doc, indent=2))
         return 0
@@ -126,10 +186,16 @@ async def show(db: Path | None, ref: str, as_json: bool) -> int:
     code = "" if job.exit_code is None else f", exit {job.exit_code}"
     out.print(f"  state     {job.state.value}{code}" + (f": {job.error}" if job.error else ""))
     out.print(f"  node      {job.node or '-'}")
-    out.print(f"  created   {_when(job.created)}   started {_when(job.started)}   finished {_when(job.finished)}")
+    out.print(
+        f"  created   {_when(job.created)}   started {_when(job.started)}"
+        f"   finished {_when(job.finished)}"
+    )
     for a in attempts:
         why = a.error or ("" if a.exit_code is None else f"exit {a.exit_code}")
-        out.print(f"  attempt {a.n}: {a.service} on {a.node or '-'}: {a.outcome or a.phase}" + (f" ({why})" if why else ""))
+        out.print(
+            f"  attempt {a.n}: {a.service} on {a.node or '-'}: {a.outcome or a.phase}"
+            + (f" ({why})" if why else "")
+        )
     out.print("  history:")
     for t in history:
         out.print(f"    {_when(t.at)}  {t.state:<10} {t.source:<6} {t.detail or ''}")
@@ -159,8 +225,11 @@ async def logs(db: Path | None, ref: str, follow: bool, attempt_n: int | None) -
         rec = records.get(stream)
         if rec is not None:
             if rec.truncated and not written[stream]:
-                print(f"covey: {stream} truncated to its last {len(rec.data)} of {rec.size} bytes", file=sys.stderr)
-            sink.write(rec.data[written[stream]:] if not rec.truncated else rec.data)
+                print(
+                    f"covey: {stream} truncated to its last {len(rec.data)} of {rec.size} bytes",
+                    file=sys.stderr,
+                )
+            sink.write(rec.data[written[stream] :] if not rec.truncated else rec.data)
             sink.flush()
     return 0
 
@@ -176,7 +245,11 @@ async def _follow_engine(store: Store, attempt_id: str, written: dict[str, int])
             async def copy() -> None:
                 try:
                     async for kind, data in backend.follow_logs(attempt):
-                        name, sink = ("stderr", sys.stderr.buffer) if kind == 2 else ("stdout", sys.stdout.buffer)
+                        name, sink = (
+                            ("stderr", sys.stderr.buffer)
+                            if kind == 2
+                            else ("stdout", sys.stdout.buffer)
+                        )
                         sink.write(data)
                         sink.flush()
                         written[name] += len(data)
@@ -220,8 +293,13 @@ async def _cancel_attempt(store: Store, backend: Backend, attempt: object) -> No
         await backend.stop(attempt)
         await save_logs(store, backend, attempt, 10.0, 0)
     await store.finish_attempt(
-        attempt, outcome=Outcome.CANCELLED, exit_code=None, error="cancelled", node=None,
-        at=time.time(), source="covey",
+        attempt,
+        outcome=Outcome.CANCELLED,
+        exit_code=None,
+        error="cancelled",
+        node=None,
+        at=time.time(),
+        source="covey",
         decision=EndDecision(JobState.CANCELLED, counts_as_run=False, detail="cancelled"),
     )
     if not attempt.engine_id or await remove_with_retry(backend, attempt):
@@ -246,8 +324,11 @@ async def wait(db: Path | None, refs: Sequence[str], timeout: float | None) -> i
             if all(j.state.terminal for j in jobs):
                 bad = [j for j in jobs if j.state is not JobState.SUCCEEDED]
                 for j in bad:
-                    print(f"covey: job {j.id} ({j.name}) {j.state.value}"
-                          + (f", exit {j.exit_code}" if j.exit_code is not None else ""), file=sys.stderr)
+                    print(
+                        f"covey: job {j.id} ({j.name}) {j.state.value}"
+                        + (f", exit {j.exit_code}" if j.exit_code is not None else ""),
+                        file=sys.stderr,
+                    )
                 return 0 if not bad else 1
             if deadline is not None and time.monotonic() > deadline:
                 print(f"covey: still not done after {timeout:g}s", file=sys.stderr)

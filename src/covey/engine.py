@@ -10,7 +10,6 @@ joins stdout and stderr) or mutate their input (``services.create``).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import struct
 from collections import Counter
@@ -85,7 +84,9 @@ def _frames(buffer: bytearray) -> list[tuple[int, bytes]]:
         kind, size = _HEADER.unpack_from(buffer, pos)
         if pos + 8 + size > len(buffer):
             break
-        frames.append((STDERR if kind == STDERR else STDOUT, bytes(buffer[pos + 8 : pos + 8 + size])))
+        frames.append(
+            (STDERR if kind == STDERR else STDOUT, bytes(buffer[pos + 8 : pos + 8 + size]))
+        )
         pos += 8 + size
     del buffer[:pos]
     return frames
@@ -168,7 +169,7 @@ def container_record(raw: Mapping[str, Any]) -> ContainerRecord:
 
 
 class Engine:
-    """An open connection to one Docker Engine (``DOCKER_HOST`` and TLS variables as docker's CLI)."""
+    """An open connection to one Docker Engine (``DOCKER_HOST`` and TLS variables, as docker)."""
 
     def __init__(self, docker_host: str | None = None) -> None:
         self.docker_host = docker_host
@@ -311,7 +312,9 @@ class Engine:
             "GET", "services", what="services", params={"filters": json.dumps(filters)}
         )
         return [
-            ServiceRecord(id=s["ID"], name=s["Spec"]["Name"], labels=_labels(s["Spec"].get("Labels")))
+            ServiceRecord(
+                id=s["ID"], name=s["Spec"]["Name"], labels=_labels(s["Spec"].get("Labels"))
+            )
             for s in raw
         ]
 
@@ -431,7 +434,7 @@ class Engine:
                     buffer.extend(chunk)
                     for frame in _frames(buffer):
                         yield frame
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 raise Unavailable(f"{what}: {type(exc).__name__}: {exc}") from None
 
 

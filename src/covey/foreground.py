@@ -19,8 +19,7 @@ from rich.console import Console
 from covey import tracker
 from covey.client import Client
 from covey.context import Context, Live
-from covey.engine import EngineError
-from covey.errors import CoveyError
+from covey.errors import CoveyError, EngineError
 from covey.report import BatchProgress, summary
 from covey.results import JobResult
 from covey.spec import JobSpec
@@ -44,7 +43,10 @@ def exit_code_of(result: JobResult) -> int:
 
 async def _stream_logs(ctx: Context, live: Live, written: dict[str, int]) -> None:
     """Copy a running attempt's followed logs to our stdout/stderr, counting bytes."""
-    outs: dict[int, tuple[str, BinaryIO]] = {1: ("stdout", sys.stdout.buffer), 2: ("stderr", sys.stderr.buffer)}
+    outs: dict[int, tuple[str, BinaryIO]] = {
+        1: ("stdout", sys.stdout.buffer),
+        2: ("stderr", sys.stderr.buffer),
+    }
     try:
         async for kind, data in ctx.backend.follow_logs(live.attempt):
             name, out = outs[kind]
@@ -81,11 +83,13 @@ async def _follow_job(client: Client, job_id: str) -> None:
         for name, out in (("stdout", sys.stdout.buffer), ("stderr", sys.stderr.buffer)):
             record = logs.get(name)
             if record is not None and not record.truncated and len(record.data) > written[name]:
-                out.write(record.data[written[name]:])
+                out.write(record.data[written[name] :])
                 out.flush()
 
 
-async def _on_signal(client: Client, job_ids: Sequence[str], got: list[int], scope: anyio.CancelScope) -> None:
+async def _on_signal(
+    client: Client, job_ids: Sequence[str], got: list[int], scope: anyio.CancelScope
+) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             got.append(SIGNAL_EXIT.get(signal.Signals(signum), 130))
@@ -133,7 +137,10 @@ async def run_one(
     elif result.state is not JobState.SUCCEEDED and (
         result.state is not JobState.FAILED or result.exit_code in (None, 125, 126, 127)
     ):
-        print(f"covey: job {result.id} {result.state.value}: {result.error or ''}".rstrip(": "), file=sys.stderr)
+        print(
+            f"covey: job {result.id} {result.state.value}: {result.error or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
     return exit_code_of(result)
 
 
@@ -209,10 +216,10 @@ async def run_batch(
 
 async def supervise(client: Client, *, metrics_addr: str | None) -> int:
     """``covey supervise``: the queue's orchestrator until SIGTERM/SIGINT."""
+    from covey import supervisor
     from covey.context import Context
     from covey.metrics import serve_metrics
     from covey.store import Scope
-    from covey import supervisor
 
     assert client.store is not None
     client.options.supervise = True
@@ -222,7 +229,8 @@ async def supervise(client: Client, *, metrics_addr: str | None) -> int:
             serve_metrics(ctx, metrics_addr)
         await tg.start(supervisor.run, ctx)
         Console(stderr=True).print(
-            f"covey: supervising {client.store.path} on {client.backend.mode} engine", highlight=False
+            f"covey: supervising {client.store.path} on {client.backend.mode} engine",
+            highlight=False,
         )
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:

@@ -94,7 +94,9 @@ class Governor:
 
     # -- what the engine says ----------------------------------------------------------
 
-    def set_nodes(self, nodes: Iterable[NodeRecord], foreign: Mapping[str, Usage] | None = None) -> None:
+    def set_nodes(
+        self, nodes: Iterable[NodeRecord], foreign: Mapping[str, Usage] | None = None
+    ) -> None:
         """Replace the view of the cluster: nodes and reservations covey did not book."""
         self._nodes = {n.id: n for n in nodes}
         self._foreign = dict(foreign or {})
@@ -188,7 +190,9 @@ class Governor:
 RESERVING_STATES = frozenset({"assigned", "accepted", "preparing", "ready", "starting", "running"})
 
 
-def foreign_usage(tasks: Iterable[TaskLike], is_ours: Callable[[str | None], bool]) -> dict[str, Usage]:
+def foreign_usage(
+    tasks: Iterable[TaskLike], is_ours: Callable[[str | None], bool]
+) -> dict[str, Usage]:
     """Reservations per node of live tasks covey did not book itself (other users' services)."""
     usage: dict[str, Usage] = {}
     for task in tasks:

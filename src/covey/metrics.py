@@ -28,17 +28,28 @@ class SupervisorCollector(Collector):
         yield jobs
         queued = self.counts.get("queued", 0) + self.counts.get("retrying", 0)
         yield GaugeMetricFamily("covey_queue_depth", "Jobs waiting for admission", value=queued)
-        yield GaugeMetricFamily("covey_live_attempts", "Attempts on the engine", value=len(ctx.live))
-        yield CounterMetricFamily("covey_admissions", "Jobs admitted by the governor", value=ctx.counters.admissions)
+        yield GaugeMetricFamily(
+            "covey_live_attempts", "Attempts on the engine", value=len(ctx.live)
+        )
         yield CounterMetricFamily(
-            "covey_event_stream_reconnects", "Times the event stream was resubscribed",
+            "covey_admissions", "Jobs admitted by the governor", value=ctx.counters.admissions
+        )
+        yield CounterMetricFamily(
+            "covey_event_stream_reconnects",
+            "Times the event stream was resubscribed",
             value=ctx.counters.event_reconnects,
         )
-        yield GaugeMetricFamily("covey_event_stream_up", "1 while the event stream is open",
-                                value=int(ctx.counters.events_up))
-        yield CounterMetricFamily("covey_api_errors", "Engine API calls that failed", value=ctx.counters.api_errors)
-        yield CounterMetricFamily("covey_api_requests", "Engine API requests made",
-                                  value=ctx.engine.total_requests)
+        yield GaugeMetricFamily(
+            "covey_event_stream_up",
+            "1 while the event stream is open",
+            value=int(ctx.counters.events_up),
+        )
+        yield CounterMetricFamily(
+            "covey_api_errors", "Engine API calls that failed", value=ctx.counters.api_errors
+        )
+        yield CounterMetricFamily(
+            "covey_api_requests", "Engine API requests made", value=ctx.engine.total_requests
+        )
 
 
 def parse_addr(addr: str) -> tuple[str, int]:

@@ -16,7 +16,8 @@ from anyio.abc import TaskStatus
 
 from covey.backend import Backend
 from covey.context import Context, Live, log
-from covey.engine import EngineError, NotFound, Unavailable
+from covey.engine import NotFound, Unavailable
+from covey.errors import EngineError
 from covey.states import Outcome
 from covey.store import AttemptRow, Store
 
@@ -40,7 +41,9 @@ async def remove_with_retry(backend: Backend, attempt: AttemptRow, tries: int = 
     return False
 
 
-async def save_logs(store: Store, backend: Backend, attempt: AttemptRow, timeout: float, cap: int) -> None:
+async def save_logs(
+    store: Store, backend: Backend, attempt: AttemptRow, timeout: float, cap: int
+) -> None:
     """Read and store the logs; on failure store what is known and say so in the history."""
     try:
         with anyio.fail_after(timeout + 1):

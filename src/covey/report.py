@@ -66,7 +66,8 @@ def summary(results: Sequence[JobResult], wall: float, console: Console, slowest
         f"{by_state[JobState.FAILED]} failed, {by_state[JobState.TIMED_OUT]} timed out"
     )
     others = [
-        f"{n} {s.value}" for s, n in by_state.items()
+        f"{n} {s.value}"
+        for s, n in by_state.items()
         if s not in (JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT)
     ]
     if others:
@@ -77,7 +78,9 @@ def summary(results: Sequence[JobResult], wall: float, console: Console, slowest
     timed = sorted((r for r in results if r.duration is not None), key=lambda r: -(r.duration or 0))
     failed = [r for r in results if not r.ok]
     if failed:
-        table = Table("job", "name", "state", "exit", "error", title="not succeeded", title_justify="left")
+        table = Table(
+            "job", "name", "state", "exit", "error", title="not succeeded", title_justify="left"
+        )
         for r in failed[:20]:
             table.add_row(r.id, r.name, r.state.value, str(r.exit_code), (r.error or "")[:80])
         console.print(table)

@@ -120,9 +120,9 @@ def observe_task(task: TaskRecord, node: NodeRecord | None = None) -> Observatio
     """
     state = task.state
     if state in PRE_RUNNING:
-        if task.desired_state in ("shutdown", "remove") and task.node_id and node is not None:
-            if node.state == "down":
-                return _ended(Outcome.LOST, task, f"node {node.hostname} is down")
+        shut = task.desired_state in ("shutdown", "remove")
+        if shut and task.node_id and node is not None and node.state == "down":
+            return _ended(Outcome.LOST, task, f"node {node.hostname} is down")
         return Observation(Phase.PENDING, error=task.err, node_id=task.node_id)
     if state == "running":
         if node is not None and node.state in ("down", "disconnected"):

@@ -14,11 +14,11 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiosqlite
 import anyio
@@ -314,7 +314,9 @@ class Store:
             )
             version = 0
             if await cur.fetchone():
-                row = await (await db.execute("SELECT value FROM meta WHERE key='schema'")).fetchone()
+                row = await (
+                    await db.execute("SELECT value FROM meta WHERE key='schema'")
+                ).fetchone()
                 version = int(row[0]) if row else 0
             else:
                 tables = await (await db.execute("SELECT count(*) FROM sqlite_master")).fetchone()
@@ -400,8 +402,17 @@ class Store:
             for seq, (job_id, spec, base) in enumerate(zip(job_ids, specs, names, strict=True)):
                 label = spec.name or f"job-{seq}"
                 rows.append(
-                    (job_id, batch_id, seq, label, base or f"covey-{job_id}", spec.to_json(),
-                     JobState.QUEUED.value, now, now)
+                    (
+                        job_id,
+                        batch_id,
+                        seq,
+                        label,
+                        base or f"covey-{job_id}",
+                        spec.to_json(),
+                        JobState.QUEUED.value,
+                        now,
+                        now,
+                    )
                 )
             await db.executemany(
                 "INSERT INTO jobs(id, batch_id, seq, name, service_base, spec, state, created,"
@@ -409,7 +420,8 @@ class Store:
                 rows,
             )
             await db.executemany(
-                "INSERT INTO transitions(job_id, state, at, source) VALUES (?, 'queued', ?, 'covey')",
+                "INSERT INTO transitions(job_id, state, at, source)"
+                " VALUES (?, 'queued', ?, 'covey')",
                 [(job_id, now) for job_id in job_ids],
             )
         return batch_id, job_ids, False
@@ -443,8 +455,10 @@ class Store:
         """Record the attempt (and its fixed name) before anything is created on the engine."""
         n = job.attempts + 1
         attempt_id = f"{job.id}-{n}"
-        service = job.service_base if n == 1 and not job.service_base.startswith("covey-") else (
-            f"{job.service_base}-{n}"
+        service = (
+            job.service_base
+            if n == 1 and not job.service_base.startswith("covey-")
+            else (f"{job.service_base}-{n}")
         )
         now = time.time()
         async with self._write() as db:
@@ -460,8 +474,23 @@ class Store:
             )
             await self._transition(db, job.id, attempt_id, "pending", now, "covey", service)
         return AttemptRow(
-            attempt_id, job.id, n, service, mode, None, "creating", None, None, None, None,
-            now, None, None, None, False, False,
+            attempt_id,
+            job.id,
+            n,
+            service,
+            mode,
+            None,
+            "creating",
+            None,
+            None,
+            None,
+            None,
+            now,
+            None,
+            None,
+            None,
+            False,
+            False,
         )
 
     async def attempt_created(self, attempt_id: str, engine_id: str) -> None:
@@ -502,8 +531,8 @@ class Store:
             if cur.rowcount != 1:
                 return False
             await db.execute(
-                "UPDATE jobs SET state='running', node=coalesce(?, node), started=coalesce(started, ?),"
-                " updated=? WHERE id=? AND state='pending'",
+                "UPDATE jobs SET state='running', node=coalesce(?, node),"
+                " started=coalesce(started, ?), updated=? WHERE id=? AND state='pending'",
                 (node, at, at, job_id),
             )
             await self._transition(db, job_id, attempt_id, "running", at, source, node)
@@ -543,9 +572,17 @@ class Store:
                 " node=coalesce(?, node), finished=?, runs=runs+?, losses=losses+?"
                 " WHERE id=? AND attempts=?",
                 (
-                    decision.state.value, at, decision.not_before, exit_code, error, node,
-                    at if terminal else None, int(decision.counts_as_run),
-                    int(decision.counts_as_loss), attempt.job_id, attempt.n,
+                    decision.state.value,
+                    at,
+                    decision.not_before,
+                    exit_code,
+                    error,
+                    node,
+                    at if terminal else None,
+                    int(decision.counts_as_run),
+                    int(decision.counts_as_loss),
+                    attempt.job_id,
+                    attempt.n,
                 ),
             )
             detail = decision.detail or error
@@ -591,7 +628,7 @@ class Store:
     # -- operators ------------------------------------------------------------------------
 
     async def request_cancel(self, job_ids: Iterable[str]) -> list[JobRow]:
-        """Mark jobs cancelled-on-request; queued/retrying ones end at once. Returns the live ones."""
+        """Mark jobs cancelled-on-request; queued/retrying ones end at once; returns live ones."""
         now = time.time()
         ids = list(job_ids)
         async with self._write() as db:
@@ -645,7 +682,9 @@ class Store:
         """Which of these (live) jobs an operator asked to cancel."""
         return {j.id for j in await self.jobs_by_id(job_ids) if j.cancel_requested}
 
-    async def fail_job(self, job: JobRow, state: JobState, error: str, source: str = "covey") -> None:
+    async def fail_job(
+        self, job: JobRow, state: JobState, error: str, source: str = "covey"
+    ) -> None:
         """End a job that never got an attempt (e.g. it can never fit on any node)."""
         now = time.time()
         async with self._write() as db:
@@ -663,7 +702,9 @@ class Store:
             marks = ",".join("?" * len(chunk))
             out += [
                 _job(r)
-                for r in await self._all(f"SELECT {_JOB_COLS} FROM jobs WHERE id IN ({marks})", chunk)
+                for r in await self._all(
+                    f"SELECT {_JOB_COLS} FROM jobs WHERE id IN ({marks})", chunk
+                )
             ]
         return out
 

@@ -15,7 +15,8 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from covey.backend import StartFailed, covey_labels
 from covey.context import Context, Live, demand_of, log
-from covey.engine import EngineError, Unavailable
+from covey.engine import Unavailable
+from covey.errors import EngineError
 from covey.states import JobState, Observation, Outcome, Phase
 from covey.store import JobRow
 from covey.tracker import record_end
@@ -35,7 +36,10 @@ async def create(ctx: Context, live: Live) -> None:
             break
         except StartFailed as exc:
             await record_end(
-                ctx, live, Observation(Phase.ENDED, Outcome.FAILED, exc.exit_code, str(exc)), "covey"
+                ctx,
+                live,
+                Observation(Phase.ENDED, Outcome.FAILED, exc.exit_code, str(exc)),
+                "covey",
             )
             live.confirmed.set()
             return

@@ -28,7 +28,9 @@ async def reconcile(ctx: Context) -> int:
     to_create: list[Live] = []
     for attempt in attempts:
         job = jobs[attempt.job_id]
-        live = Live(attempt=attempt, job=job, demand=demand_of(job.spec), engine_id=attempt.engine_id)
+        live = Live(
+            attempt=attempt, job=job, demand=demand_of(job.spec), engine_id=attempt.engine_id
+        )
         ctx.live[attempt.id] = live
         if attempt.phase == "ended":
             live.ended = True

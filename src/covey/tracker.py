@@ -17,7 +17,8 @@ from anyio.abc import TaskStatus
 
 from covey.backend import event_observation
 from covey.context import Context, Live, log
-from covey.engine import EngineError, Unavailable
+from covey.engine import Unavailable
+from covey.errors import EngineError
 from covey.policy import decide
 from covey.states import FINAL_STATE, JobState, Observation, Outcome, Phase
 from covey.store import EndDecision
@@ -90,7 +91,11 @@ async def record_end(ctx: Context, live: Live, obs: Observation, source: str) ->
             ctx.counters.recorded_from_poll += 1
         log.debug(
             "job %s attempt %s %s -> %s (%s)",
-            live.job.id, live.attempt.n, outcome.value, decision.state.value, source,
+            live.job.id,
+            live.attempt.n,
+            outcome.value,
+            decision.state.value,
+            source,
         )
     await ctx.to_reaper.send(live)
 
@@ -132,8 +137,14 @@ async def poll_once(ctx: Context) -> None:
                 live.confirmed.set()  # already gone from the engine: nothing left to confirm
             elif live.engine_id and now - live.since > MISSING_GRACE:
                 await record_end(
-                    ctx, live, Observation(Phase.ENDED, Outcome.LOST, None,
-                                           "its service disappeared (removed outside covey)"),
+                    ctx,
+                    live,
+                    Observation(
+                        Phase.ENDED,
+                        Outcome.LOST,
+                        None,
+                        "its service disappeared (removed outside covey)",
+                    ),
                     "poll",
                 )
             continue
@@ -145,9 +156,13 @@ async def poll_once(ctx: Context) -> None:
 async def police(ctx: Context) -> None:
     """Deadlines, never-scheduled tasks, and operators' cancel requests."""
     now = time.monotonic()
-    cancelled = await ctx.store.cancel_requested(
-        [live.job.id for live in ctx.live.values() if not live.ended]
-    ) if ctx.options.supervise else set()
+    cancelled = (
+        await ctx.store.cancel_requested(
+            [live.job.id for live in ctx.live.values() if not live.ended]
+        )
+        if ctx.options.supervise
+        else set()
+    )
     for live in list(ctx.live.values()):
         if live.ended:
             continue
@@ -161,9 +176,14 @@ async def police(ctx: Context) -> None:
             if now - live.since >= limit:
                 reason = live.pending_reason or "the engine did not schedule it"
                 await record_end(
-                    ctx, live,
-                    Observation(Phase.ENDED, Outcome.REJECTED, None,
-                                f"still pending after {limit:g}s: {reason}"),
+                    ctx,
+                    live,
+                    Observation(
+                        Phase.ENDED,
+                        Outcome.REJECTED,
+                        None,
+                        f"still pending after {limit:g}s: {reason}",
+                    ),
                     "covey",
                 )
 
@@ -190,7 +210,9 @@ def _interval(ctx: Context) -> float:
     return ctx.options.poll_interval
 
 
-async def poll_loop(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+async def poll_loop(
+    ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     """Poll forever: at once when woken, else on a short or long interval."""
     task_status.started()
     while True:
@@ -219,7 +241,9 @@ async def _idle_refresh(ctx: Context) -> None:
         ctx.counters.api_errors += 1
 
 
-async def event_loop(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+async def event_loop(
+    ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     """Follow the event stream; resubscribe with backoff whenever it drops."""
     task_status.started()
     backoff = 0.2
