@@ -17,6 +17,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from covey.backend import Backend
 from covey.governor import Demand, Governor
+from covey.records import NodeRecord
 from covey.spec import JobSpec
 from covey.states import Observation, Phase
 from covey.store import DEFAULT_LOG_CAP, AttemptRow, JobRow, Scope, Store
@@ -24,6 +25,9 @@ from covey.store import DEFAULT_LOG_CAP, AttemptRow, JobRow, Scope, Store
 log = logging.getLogger("covey")
 
 NODES_REFRESH = 5.0
+NANO = 1_000_000_000
+AUTO_PER_CPU = 4
+AUTO_MIN = 4
 
 
 @dataclass
@@ -67,6 +71,13 @@ class Live:
 def demand_of(spec: JobSpec) -> Demand:
     r = spec.resources
     return Demand(r.reserve_nano_cpus, r.reserve_memory, spec.constraints)
+
+
+def auto_concurrency(nodes: list[NodeRecord]) -> int:
+    """Default cap for jobs that reserve nothing: a few per usable CPU, so the swarm is never
+    flooded with services it cannot start (the engine is CPU-bound in runc/containerd)."""
+    cpus = sum(n.nano_cpus for n in nodes if n.usable) // NANO
+    return max(AUTO_MIN, AUTO_PER_CPU * cpus)
 
 
 class Signal:
@@ -144,5 +155,7 @@ class Context:
         ours = {live.attempt.id for live in self.live.values()}
         nodes, foreign = await self.backend.capacity(ours)
         self.governor.set_nodes(nodes, foreign)
+        if self.options.max_concurrent is None:
+            self.governor.max_concurrent = auto_concurrency(nodes)
         self.nodes_at = time.monotonic()
         self.work.set()

@@ -10,6 +10,8 @@ shielded, so a stop never leaves half a transition behind.
 
 from __future__ import annotations
 
+import time
+
 import anyio
 from anyio.abc import TaskStatus
 
@@ -44,7 +46,9 @@ async def reconcile(ctx: Context) -> int:
             live.stop_reason = attempt.stop_reason
         if attempt.phase == "running":
             live.phase = Phase.RUNNING
-            live.started = anyio.current_time()
+            # the deadline counts from the real start, not from this adoption
+            ran_for = max(0.0, time.time() - (attempt.started or time.time()))
+            live.started = time.monotonic() - ran_for
         if attempt.engine_id is None:
             to_create.append(live)
     for live in to_create:
