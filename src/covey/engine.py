@@ -92,6 +92,14 @@ def _frames(buffer: bytearray) -> list[tuple[int, bytes]]:
     return frames
 
 
+def request_kind(method: str, path: str) -> str:
+    """``GET services/{id}/logs`` for ``GET services/abc/logs``: counts stay few and readable."""
+    parts = path.split("/")
+    if len(parts) >= 2 and parts[1] != "create":
+        parts[1] = "{id}"
+    return f"{method} /{'/'.join(parts)}"
+
+
 def _labels(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in (value or {}).items()}
 
@@ -175,6 +183,7 @@ class Engine:
         self.docker_host = docker_host
         self.requests: Counter[str] = Counter()
         self._docker: aiodocker.Docker | None = None
+        self._events_response: aiohttp.ClientResponse | None = None
 
     async def __aenter__(self) -> Engine:
         await self.open()
@@ -218,7 +227,7 @@ class Engine:
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One counted request; errors mapped; the response closed on exit."""
-        self.requests[f"{method} {what}"] += 1
+        self.requests[request_kind(method, path)] += 1
         client_timeout = aiohttp.ClientTimeout(total=timeout, sock_read=timeout)
         data = json.dumps(body) if body is not None else None
         try:
@@ -279,6 +288,7 @@ class Engine:
         async with self._response(
             "GET", "events", what="events", params=params, timeout=None
         ) as response:
+            self._events_response = response
             try:
                 async for line in response.content:
                     if not line.strip():
@@ -294,7 +304,18 @@ class Engine:
                     )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise Unavailable(f"event stream: {type(exc).__name__}: {exc}") from None
+            finally:
+                self._events_response = None
         raise Unavailable("event stream: closed by the engine")
+
+    def cut_events(self) -> bool:
+        """Drop the open event stream's connection, as a network fault would (for tests)."""
+        response = self._events_response
+        transport = response.connection.transport if response and response.connection else None
+        if transport is None:
+            return False
+        transport.abort()
+        return True
 
     # -- swarm ------------------------------------------------------------------------
 

@@ -59,9 +59,7 @@ async def settle(ctx: Context, live: Live) -> None:
     lost = live.end is not None and live.end.outcome is Outcome.LOST
     if not live.stop_reason and not lost:
         with anyio.move_on_after(CONFIRM_TIMEOUT):
-            while not live.confirmed.is_set():
-                ctx.look.set()
-                await live.confirmed.wait()
+            await live.confirmed.wait()
     if not live.stop_reason:
         _release(ctx, live)
     if not live.attempt.logs_saved and live.engine_id:

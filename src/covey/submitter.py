@@ -58,7 +58,6 @@ async def create(ctx: Context, live: Live) -> None:
     live.engine_id = engine_id
     live.since = time.monotonic()
     await ctx.store.attempt_created(live.attempt.id, engine_id)
-    ctx.look.set()
 
 
 async def admit(ctx: Context, job: JobRow, tg: TaskGroup) -> bool:

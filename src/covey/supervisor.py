@@ -16,7 +16,8 @@ import anyio
 from anyio.abc import TaskStatus
 
 from covey import reaper, submitter, tracker
-from covey.context import Context, Live, demand_of
+from covey.context import Context, Live, demand_of, log
+from covey.errors import EngineError
 from covey.states import Observation, Outcome, Phase
 
 
@@ -60,6 +61,20 @@ async def reconcile(ctx: Context) -> int:
     return len(attempts)
 
 
+async def prune_kept(
+    ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """``--keep-failed DURATION`` in a supervisor: remove kept services once they are old enough."""
+    task_status.started()
+    keep = ctx.options.keep_failed or 0.0
+    while True:
+        await anyio.sleep(min(max(keep / 4, 1.0), 30.0))
+        try:
+            await reaper.prune(ctx.store, ctx.backend, older_than=keep)
+        except EngineError as exc:
+            log.info("pruning kept services failed: %s", exc)
+
+
 async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Reconcile, then run submitter, tracker and reaper until cancelled."""
     async with anyio.create_task_group() as tg:
@@ -69,4 +84,6 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
         if ctx.options.use_events:
             await tg.start(tracker.event_loop, ctx)
         await tg.start(submitter.run, ctx)
+        if ctx.options.supervise and ctx.options.keep_failed is not None:
+            await tg.start(prune_kept, ctx)
         task_status.started()

@@ -23,7 +23,7 @@ from covey.policy import decide
 from covey.states import FINAL_STATE, JobState, Observation, Outcome, Phase
 from covey.store import EndDecision
 
-CONFIRM_INTERVAL = 0.15
+CONFIRM_INTERVAL = 0.25
 BUSY_INTERVAL = 1.0
 EVENT_DEBOUNCE = 0.03
 MISSING_GRACE = 10.0
@@ -175,6 +175,7 @@ async def police(ctx: Context) -> None:
             limit = live.spec.pending_timeout or ctx.options.pending_timeout
             if now - live.since >= limit:
                 reason = live.pending_reason or "the engine did not schedule it"
+                live.confirmed.set()  # it never ran: no end to wait for, removing it ends it
                 await record_end(
                     ctx,
                     live,
@@ -253,8 +254,8 @@ async def event_loop(
                 ctx.counters.events_up = True
                 backoff = 0.2
                 hint = event_observation(event)
-                ctx.look.set()
-                if hint is None:
+                if hint is None:  # a non-zero exit: only the task list can say why
+                    ctx.look.set()
                     continue
                 live = ctx.live.get(hint[0])
                 if live is not None and not live.ended and not live.stop_reason:
