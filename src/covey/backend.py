@@ -5,6 +5,7 @@ submitter, tracker and reaper never ask which one they drive.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -271,8 +272,8 @@ class ContainerBackend:
             ident = found.id
             if found.state != "created":
                 return ident
-        except NotFound as exc:
-            raise StartFailed(f"no such image: {spec.image}") from exc
+        except NotFound as exc:  # docker run's 125 (swarm: rejected), not a start failure
+            raise EngineError(f"No such image: {spec.image}") from exc
         try:
             await self.engine.start_container(ident)
         except NotFound:
@@ -283,6 +284,9 @@ class ContainerBackend:
                 or "no such file" in str(exc).lower()
                 or "permission denied" in str(exc)
             ):
+                # the attempt never gets an engine id, so the reaper would not remove it
+                with contextlib.suppress(EngineError):
+                    await self.engine.remove_container(ident)
                 raise StartFailed(str(exc)) from None
             raise
         return ident

@@ -297,7 +297,10 @@ def submit(**kw: Any) -> None:
 
 
 def _submit_signature() -> inspect.Signature:
-    params = [p for n, p in inspect.signature(run).parameters.items() if n not in _SUBMIT_ONLY]
+    # eval_str: this module's annotations are strings (PEP 563); typer cannot resolve them
+    # from a hand-made __signature__, so hand it the evaluated ones.
+    run_params = inspect.signature(run, eval_str=True).parameters
+    params = [p for n, p in run_params.items() if n not in _SUBMIT_ONLY]
     image = params[0].replace(
         annotation=Annotated[str | None, typer.Argument(help="The image to run.")], default=None
     )

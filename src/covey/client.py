@@ -68,6 +68,10 @@ class Client:
             self.engine = await self._stack.enter_async_context(Engine(self.docker_host))
             self.store = await self._stack.enter_async_context(Store.open(self.db))
             self.backend = await pick_backend(self.engine, self.store.id, self.mode)
+            # Entered here, not at the first start(): a task group entered inside the caller's
+            # own cancel scope (``with fail_after(): await c.run()``) and left in __aexit__
+            # corrupts anyio's cancel-scope stack.
+            self._tg = await self._stack.enter_async_context(anyio.create_task_group())
         except BaseException:
             await self._stack.aclose()
             raise
@@ -90,7 +94,7 @@ class Client:
             self._ctx = Context(
                 self.store, self.backend, self.options, Scope(()), on_settled=self._settled
             )
-            self._tg = await self._stack.enter_async_context(anyio.create_task_group())
+            assert self._tg is not None
             await self._tg.start(supervisor.run, self._ctx)
         return self._ctx
 
@@ -146,7 +150,7 @@ class Client:
         async def one(job_id: str) -> None:
             await send.send(await self.wait(job_id))
 
-        async with anyio.create_task_group() as tg, receive:
+        async with send, receive, anyio.create_task_group() as tg:
             for job_id in job_ids:
                 tg.start_soon(one, job_id)
             for _ in job_ids:

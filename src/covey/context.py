@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping, ValuesView
 from dataclasses import dataclass, field
 
 import anyio
@@ -60,6 +60,7 @@ class Live:
     pending_reason: str | None = None
     stop_reason: str | None = None
     ended: bool = False
+    died: bool = False  # a die event was seen: the engine's listing will say so shortly
     confirmed: anyio.Event = field(default_factory=anyio.Event)
     end: Observation | None = None
 
@@ -98,6 +99,46 @@ class Signal:
         return fired
 
 
+class LiveTable(MutableMapping[str, "Live"]):
+    """The live attempts by attempt id, indexed by job id too: ``for_job`` is O(1), which
+    matters with thousands of jobs (the submitter and ``Client.wait`` ask it per job)."""
+
+    def __init__(self) -> None:
+        self._by_attempt: dict[str, Live] = {}
+        self._by_job: dict[str, dict[str, Live]] = {}  # job id -> its attempts (usually one)
+
+    def __getitem__(self, key: str) -> Live:
+        return self._by_attempt[key]
+
+    def __setitem__(self, key: str, live: Live) -> None:
+        if key in self._by_attempt:
+            del self[key]
+        self._by_attempt[key] = live
+        self._by_job.setdefault(live.job.id, {})[key] = live
+
+    def __delitem__(self, key: str) -> None:
+        live = self._by_attempt.pop(key)
+        attempts = self._by_job.get(live.job.id)
+        if attempts is not None:
+            attempts.pop(key, None)
+            if not attempts:
+                del self._by_job[live.job.id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_attempt)
+
+    def __len__(self) -> int:
+        return len(self._by_attempt)
+
+    def values(self) -> ValuesView[Live]:
+        return self._by_attempt.values()
+
+    def for_job(self, job_id: str) -> Live | None:
+        """The job's live attempt (the earliest added if there are several), or ``None``."""
+        attempts = self._by_job.get(job_id)
+        return next(iter(attempts.values())) if attempts else None
+
+
 @dataclass
 class Counters:
     """Numbers the metrics endpoint and the benchmarks read."""
@@ -128,7 +169,7 @@ class Context:
         self.options = options
         self.scope = scope
         self.governor = Governor(options.max_concurrent)
-        self.live: dict[str, Live] = {}  # by attempt id
+        self.live = LiveTable()  # by attempt id
         self.work = Signal()  # the submitter should look for due jobs / free capacity
         self.look = Signal()  # the tracker should list tasks now
         self.counters = Counters()
@@ -139,10 +180,7 @@ class Context:
         self.reaper_inbox: MemoryObjectReceiveStream[Live] = receive
 
     def live_for_job(self, job_id: str) -> Live | None:
-        for live in self.live.values():
-            if live.job.id == job_id:
-                return live
-        return None
+        return self.live.for_job(job_id)
 
     def node_name(self, node_id: str | None) -> str | None:
         node = self.governor.node(node_id)

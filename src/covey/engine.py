@@ -234,7 +234,12 @@ class Engine:
             async with self.docker._query(
                 path, method, params=dict(params or {}), data=data, timeout=client_timeout
             ) as response:
-                yield response
+                try:
+                    yield response
+                finally:
+                    # aiodocker's _query leaves this to the caller: a stream left unread
+                    # (followed logs, a cut event stream) would otherwise leak its connection.
+                    response.close()
         except DockerError as exc:
             raise _error(exc, what) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:

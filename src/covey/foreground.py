@@ -6,12 +6,14 @@ event loop, through the same :class:`covey.Client` programs use.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import anyio
 from rich.console import Console
@@ -25,7 +27,11 @@ from covey.results import JobResult
 from covey.spec import JobSpec
 from covey.states import JobState
 
+if TYPE_CHECKING:
+    from covey.metrics import SupervisorCollector
+
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+METRICS_REFRESH = 1.0
 
 
 def exit_code_of(result: JobResult) -> int:
@@ -214,6 +220,14 @@ async def run_batch(
     return 0 if ok else 1
 
 
+async def _refresh_counts(ctx: Context, collector: SupervisorCollector) -> None:
+    """Keep the metrics' job counts fresh (a scrape runs in another thread: no store there)."""
+    while True:
+        with contextlib.suppress(sqlite3.Error):
+            collector.counts = await ctx.store.counts()
+        await anyio.sleep(METRICS_REFRESH)
+
+
 async def supervise(client: Client, *, metrics_addr: str | None) -> int:
     """``covey supervise``: the queue's orchestrator until SIGTERM/SIGINT."""
     from covey import supervisor
@@ -226,7 +240,7 @@ async def supervise(client: Client, *, metrics_addr: str | None) -> int:
     ctx = Context(client.store, client.backend, client.options, Scope(None))
     async with anyio.create_task_group() as tg:
         if metrics_addr:
-            serve_metrics(ctx, metrics_addr)
+            tg.start_soon(_refresh_counts, ctx, serve_metrics(ctx, metrics_addr))
         await tg.start(supervisor.run, ctx)
         Console(stderr=True).print(
             f"covey: supervising {client.store.path} on {client.backend.mode} engine",

@@ -91,6 +91,7 @@ class Governor:
         self._nodes: dict[str, NodeRecord] = {}
         self._foreign: dict[str, Usage] = {}
         self._bookings: dict[str, tuple[str, Demand]] = {}
+        self._booked: dict[str, Usage] = {}  # per node: the sum of its bookings
 
     # -- what the engine says ----------------------------------------------------------
 
@@ -134,11 +135,28 @@ class Governor:
 
     def free(self, node_id: str) -> Usage:
         node = self._nodes[node_id]
-        used = self._foreign.get(node_id, Usage())
-        for booked_node, demand in self._bookings.values():
-            if booked_node == node_id:
-                used = used + Usage(demand.nano_cpus, demand.memory)
+        used = self._foreign.get(node_id, Usage()) + self._booked.get(node_id, Usage())
         return Usage(node.nano_cpus - used.nano_cpus, node.memory - used.memory)
+
+    def _book(self, key: str, node_id: str, demand: Demand) -> None:
+        """Set ``key``'s booking, keeping the per-node sums (O(1), not a scan per admission)."""
+        self._unbook(key)
+        self._bookings[key] = (node_id, demand)
+        self._booked[node_id] = self._booked.get(node_id, Usage()) + Usage(
+            demand.nano_cpus, demand.memory
+        )
+
+    def _unbook(self, key: str) -> bool:
+        booking = self._bookings.pop(key, None)
+        if booking is None:
+            return False
+        node_id, demand = booking
+        left = self._booked.get(node_id, Usage()) + Usage(-demand.nano_cpus, -demand.memory)
+        if left == Usage():
+            self._booked.pop(node_id, None)
+        else:
+            self._booked[node_id] = left
+        return True
 
     def room_for(self, demand: Demand) -> str | None:
         """The node (most free CPU first, as swarm's spread) that can take it now."""
@@ -161,23 +179,23 @@ class Governor:
             return self._bookings[key][0]
         node_id = self.room_for(demand)
         if node_id is not None:
-            self._bookings[key] = (node_id, demand)
+            self._book(key, node_id, demand)
         return node_id
 
     def hold(self, key: str, demand: Demand, node_id: str | None) -> None:
         """Book an attempt that already runs (adopted after a restart), room or not."""
         if node_id is None or node_id not in self._nodes:
             node_id = next(iter(self._nodes), "")
-        self._bookings[key] = (node_id, demand)
+        self._book(key, node_id, demand)
 
     def place(self, key: str, node_id: str | None) -> None:
         """The engine put the task on ``node_id``: move the booking there."""
         booking = self._bookings.get(key)
         if booking and node_id and node_id in self._nodes and booking[0] != node_id:
-            self._bookings[key] = (node_id, booking[1])
+            self._book(key, node_id, booking[1])
 
     def release(self, key: str) -> bool:
-        return self._bookings.pop(key, None) is not None
+        return self._unbook(key)
 
     @property
     def admitted(self) -> int:

@@ -49,6 +49,9 @@ async def save_logs(
         with anyio.fail_after(timeout + 1):
             out, err = await backend.logs(attempt, timeout)
     except (EngineError, TimeoutError) as exc:
+        current = await store.attempt(attempt.id)
+        if current is not None and current.logs_saved:
+            return  # saved first by another process (`covey cancel`, an earlier supervisor)
         log.warning("logs of %s could not be read: %s", attempt.service, exc)
         out, err = b"", f"[covey: logs could not be read: {exc}]\n".encode()
     await store.save_logs(attempt.id, out, err, cap)
@@ -62,7 +65,7 @@ async def settle(ctx: Context, live: Live) -> None:
             await live.confirmed.wait()
     if not live.stop_reason:
         _release(ctx, live)
-    if not live.attempt.logs_saved and live.engine_id:
+    if not await _logs_saved(ctx, live) and live.engine_id:
         timeout = LOST_LOG_TIMEOUT if lost else ctx.options.log_timeout
         await save_logs(ctx.store, ctx.backend, live.attempt, timeout, ctx.options.log_cap)
     elif not live.engine_id:
@@ -75,6 +78,14 @@ async def settle(ctx: Context, live: Live) -> None:
     ctx.live.pop(live.attempt.id, None)
     if ctx.on_settled:
         ctx.on_settled(live.job.id)
+
+
+async def _logs_saved(ctx: Context, live: Live) -> bool:
+    """Saved already, by us before a restart or by ``covey cancel`` in another process."""
+    if live.attempt.logs_saved:
+        return True
+    current = await ctx.store.attempt(live.attempt.id)
+    return current is not None and current.logs_saved
 
 
 def _keep(ctx: Context, live: Live) -> bool:

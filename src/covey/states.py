@@ -130,6 +130,8 @@ def observe_task(task: TaskRecord, node: NodeRecord | None = None) -> Observatio
         return Observation(Phase.RUNNING, node_id=task.node_id)
     if state == "complete":
         return _ended(Outcome.SUCCEEDED, task, code=0)
+    if state in ("failed", "rejected") and _container_lost(task.err):
+        return _ended(Outcome.LOST, task, f"the engine lost its container: {task.err}", code=None)
     if state == "failed":
         return _failed(task)
     if state == "rejected":
@@ -143,6 +145,14 @@ def observe_task(task: TaskRecord, node: NodeRecord | None = None) -> Observatio
         return _ended(Outcome.LOST, task, "orphaned: its node was gone too long", code=None)
     # "remove" and anything newer than this engine: the task is gone without a result.
     return _ended(Outcome.LOST, task, f"task ended in state {state!r} without a result", code=None)
+
+
+def _container_lost(err: str | None) -> bool:
+    """After a dockerd restart swarm's agent reports tasks whose container it lost (removed,
+    or found again under the task's name) as failed/rejected: an engine loss, not the job's
+    failure (measured with ``engine.sh restart-dockerd``)."""
+    text = (err or "").lower()
+    return "no such container" in text or "is already in use by container" in text
 
 
 def _failed(task: TaskRecord) -> Observation:

@@ -457,7 +457,7 @@ class Store:
         attempt_id = f"{job.id}-{n}"
         service = (
             job.service_base
-            if n == 1 and not job.service_base.startswith("covey-")
+            if n == 1 and job.service_base != f"covey-{job.id}"  # --name: the name itself
             else (f"{job.service_base}-{n}")
         )
         now = time.time()
@@ -679,8 +679,16 @@ class Store:
         return _job(row) if row else None
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
-        """Which of these (live) jobs an operator asked to cancel."""
-        return {j.id for j in await self.jobs_by_id(job_ids) if j.cancel_requested}
+        """Which of these (live) jobs an operator asked to cancel (asked every poll round)."""
+        found: set[str] = set()
+        for start in range(0, len(job_ids), 500):
+            chunk = list(job_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._all(
+                f"SELECT id FROM jobs WHERE cancel_requested=1 AND id IN ({marks})", chunk
+            )
+            found.update(str(r[0]) for r in rows)
+        return found
 
     async def fail_job(
         self, job: JobRow, state: JobState, error: str, source: str = "covey"

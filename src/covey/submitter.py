@@ -19,7 +19,7 @@ from covey.engine import Unavailable
 from covey.errors import EngineError
 from covey.states import JobState, Observation, Outcome, Phase
 from covey.store import JobRow
-from covey.tracker import record_end
+from covey.tracker import record_end, stop
 
 REFILL_INTERVAL = 0.1
 BATCH = 256
@@ -58,6 +58,8 @@ async def create(ctx: Context, live: Live) -> None:
     live.engine_id = engine_id
     live.since = time.monotonic()
     await ctx.store.attempt_created(live.attempt.id, engine_id)
+    if live.stop_reason and not live.ended:  # cancelled while it was being created
+        await stop(ctx, live, live.stop_reason)
 
 
 async def admit(ctx: Context, job: JobRow, tg: TaskGroup) -> bool:

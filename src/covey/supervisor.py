@@ -77,13 +77,14 @@ async def prune_kept(
 
 async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Reconcile, then run submitter, tracker and reaper until cancelled."""
-    async with anyio.create_task_group() as tg:
-        await tg.start(reaper.run, ctx)
-        await reconcile(ctx)
-        await tg.start(tracker.poll_loop, ctx)
-        if ctx.options.use_events:
-            await tg.start(tracker.event_loop, ctx)
-        await tg.start(submitter.run, ctx)
-        if ctx.options.supervise and ctx.options.keep_failed is not None:
-            await tg.start(prune_kept, ctx)
-        task_status.started()
+    with ctx.to_reaper, ctx.reaper_inbox:  # closed on the way out (no ResourceWarning)
+        async with anyio.create_task_group() as tg:
+            await tg.start(reaper.run, ctx)
+            await reconcile(ctx)
+            await tg.start(tracker.poll_loop, ctx)
+            if ctx.options.use_events:
+                await tg.start(tracker.event_loop, ctx)
+            await tg.start(submitter.run, ctx)
+            if ctx.options.supervise and ctx.options.keep_failed is not None:
+                await tg.start(prune_kept, ctx)
+            task_status.started()

@@ -17,7 +17,7 @@ from anyio.abc import TaskStatus
 
 from covey.backend import event_observation
 from covey.context import Context, Live, log
-from covey.engine import Unavailable
+from covey.engine import ATTEMPT_LABEL, Unavailable
 from covey.errors import EngineError
 from covey.policy import decide
 from covey.states import FINAL_STATE, JobState, Observation, Outcome, Phase
@@ -154,14 +154,14 @@ async def poll_once(ctx: Context) -> None:
 
 
 async def police(ctx: Context) -> None:
-    """Deadlines, never-scheduled tasks, and operators' cancel requests."""
+    """Deadlines, never-scheduled tasks, and operators' cancel requests.
+
+    Cancel requests are read every round in every orchestrator, not only ``covey supervise``:
+    ``covey cancel`` from another terminal must reach a foreground ``covey run``/``batch`` too.
+    """
     now = time.monotonic()
-    cancelled = (
-        await ctx.store.cancel_requested(
-            [live.job.id for live in ctx.live.values() if not live.ended]
-        )
-        if ctx.options.supervise
-        else set()
+    cancelled = await ctx.store.cancel_requested(
+        [live.job.id for live in ctx.live.values() if not live.ended]
     )
     for live in list(ctx.live.values()):
         if live.ended:
@@ -193,6 +193,8 @@ async def stop(ctx: Context, live: Live, reason: str) -> None:
     """Covey ends a running attempt itself (deadline or cancel); the reaper removes it."""
     live.stop_reason = reason
     await ctx.store.set_stop_reason(live.attempt.id, reason)
+    if live.engine_id is None:
+        return  # still being created: submitter.create stops it once it exists
     try:
         await ctx.backend.stop(live.attempt)
     except EngineError as exc:
@@ -200,9 +202,16 @@ async def stop(ctx: Context, live: Live, reason: str) -> None:
     await record_end(ctx, live, Observation(Phase.ENDED, Outcome.LOST), "covey")
 
 
+def _confirming(ctx: Context) -> bool:
+    return any(live.ended and not live.confirmed.is_set() for live in ctx.live.values())
+
+
 def _interval(ctx: Context) -> float:
     lives = list(ctx.live.values())
-    if any(live.ended and not live.confirmed.is_set() for live in lives):
+    if any(
+        (live.ended and not live.confirmed.is_set()) or (live.died and not live.ended)
+        for live in lives
+    ):
         return CONFIRM_INTERVAL
     if not lives:
         return max(ctx.options.poll_interval, 2.0)
@@ -218,8 +227,8 @@ async def poll_loop(
     task_status.started()
     while True:
         woke = await ctx.look.wait(_interval(ctx))
-        if woke:
-            await anyio.sleep(EVENT_DEBOUNCE)  # let a burst of events share one listing
+        if woke:  # let a burst of events share one listing; after a die, let it catch up
+            await anyio.sleep(CONFIRM_INTERVAL if _confirming(ctx) else EVENT_DEBOUNCE)
         if not ctx.live and not woke:
             await _idle_refresh(ctx)
             continue
@@ -255,12 +264,17 @@ async def event_loop(
                 backoff = 0.2
                 hint = event_observation(event)
                 if hint is None:  # a non-zero exit: only the task list can say why
+                    dying = ctx.live.get(event.attributes.get(ATTEMPT_LABEL, ""))
+                    if dying is not None and event.action == "die":
+                        dying.died = True  # the listing lags the event: look again soon
                     ctx.look.set()
                     continue
                 live = ctx.live.get(hint[0])
                 if live is not None and not live.ended and not live.stop_reason:
                     with anyio.CancelScope(shield=True):
                         await apply(ctx, live, hint[1], "event")
+                    if hint[1].phase is Phase.ENDED:  # the reaper waits for the listing
+                        ctx.look.set()
         except EngineError as exc:
             log.info("event stream dropped (%s); polling and resubscribing", exc)
         ctx.counters.events_up = False
