@@ -106,8 +106,11 @@ async def test_governor_holds_each_node_to_its_own_capacity(cluster, tmp_path: P
                 )
             )
             now: Counter[str] = Counter()
+            tasks = {}  # `docker node ps` with several nodes repeats tasks: keep one per id
             for line in out.splitlines():
                 task = json.loads(line)
+                tasks[task["ID"]] = task
+            for task in tasks.values():
                 if task["CurrentState"].startswith("Running"):
                     now[task["Node"]] += 1
                 if "no suitable node" in task.get("Error", ""):
