@@ -25,6 +25,7 @@ from covey.spec import JobSpec
 from covey.store import Scope, Store
 
 Mode = Literal["auto", "swarm", "container"]
+SETTLE_GRACE = 10.0
 
 
 async def pick_backend(engine: Engine, store_id: str, mode: Mode) -> Backend:
@@ -78,6 +79,11 @@ class Client:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._ctx is not None and exc[0] is None:
+            # let attempts that already ended finish their clean-up (logs, removal)
+            with anyio.move_on_after(SETTLE_GRACE):
+                while any(live.ended for live in self._ctx.live.values()):
+                    await anyio.sleep(0.05)
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         await self._stack.aclose()

@@ -105,9 +105,10 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
     limiter = anyio.CapacityLimiter(PARALLEL)
 
     async def one(live: Live) -> None:
+        # Not shielded: a stop must be quick. Every step is idempotent and its store write is
+        # shielded, so an attempt cut off here is settled by the next reconcile.
         async with limiter:
-            with anyio.CancelScope(shield=True):
-                await settle(ctx, live)
+            await settle(ctx, live)
 
     task_status.started()
     async with anyio.create_task_group() as tg:

@@ -107,10 +107,20 @@ async def _admit_due(ctx: Context, tg: TaskGroup) -> bool:
             ctx.counters.api_errors += 1
             log.info("reading nodes failed: %s", exc)
             return True
-    jobs = await ctx.store.due_jobs(time.time(), BATCH, ctx.scope)
-    for job in jobs:
-        if ctx.live_for_job(job.id) is not None:
-            continue
-        if not await admit(ctx, job, tg):
-            return True
-    return False
+    while True:
+        # Read only as many due jobs as could be admitted now: every row read is a spec
+        # parsed, and the submitter wakes on every release.
+        limit = BATCH
+        cap = ctx.governor.max_concurrent
+        if cap is not None:
+            limit = max(1, min(BATCH, cap - ctx.governor.admitted))
+        jobs = await ctx.store.due_jobs(time.time(), limit, ctx.scope)
+        skipped = False
+        for job in jobs:
+            if ctx.live_for_job(job.id) is not None:
+                skipped = True
+                continue
+            if not await admit(ctx, job, tg):
+                return True
+        if skipped or len(jobs) < limit:
+            return False
