@@ -12,7 +12,7 @@ a dockerd + containerd in its own network namespace "covey-NAME-<node>" with its
 state under .engine/NAME.cluster/<node>/ and cgroup parent covey-NAME-<node>. The nodes are
 wired by veth pairs to a bridge in a private namespace "covey-NAME-hub" (10.231.0.0/24, manager
 10.231.0.10, workerK 10.231.0.(10+K)); nothing appears in the host network namespace.
-The manager uses --dispatcher-heartbeat 2s so a lost node is marked down within seconds.
+The manager uses --dispatcher-heartbeat 3s so a lost node is marked down within seconds.
 
 commands
   up               create the cluster (idempotent; reclaims a stale one of the same name),
@@ -323,7 +323,7 @@ cmd_up() {
 
     mh=$(manager_host)
     dk "$mh" swarm init --advertise-addr "$MANAGER_IP" --listen-addr "$MANAGER_IP:2377" \
-        --dispatcher-heartbeat 2s --task-history-limit 1 \
+        --dispatcher-heartbeat 3s --task-history-limit 1 \
         --default-addr-pool 10.232.0.0/16 >/dev/null
     dk "$mh" swarm join-token -q worker >"$CL_DIR/worker-token"
     image_ensure "$mh"

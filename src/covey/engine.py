@@ -76,6 +76,28 @@ def demux(data: bytes) -> tuple[bytes, bytes, int]:
     return bytes(out), bytes(err), len(data) - pos
 
 
+DAEMON_LOG_ERROR = b"Error grabbing logs: "
+
+
+def daemon_log_errors(data: bytes) -> tuple[bytes, list[str]]:
+    """Split the engine's own complaints out of a service's log stream.
+
+    When a node cannot serve its part (it is down or its session flaps), swarm writes
+    ``Error grabbing logs: ...`` *into the job's stream*; covey must not store that as
+    the job's output.
+    """
+    if DAEMON_LOG_ERROR not in data:
+        return data, []
+    kept: list[bytes] = []
+    errors: list[str] = []
+    for line in data.splitlines(keepends=True):
+        if line.startswith(DAEMON_LOG_ERROR):
+            errors.append(line[len(DAEMON_LOG_ERROR) :].decode(errors="replace").strip())
+        else:
+            kept.append(line)
+    return b"".join(kept), errors
+
+
 def _frames(buffer: bytearray) -> list[tuple[int, bytes]]:
     """Pop every complete frame off the front of ``buffer``."""
     frames: list[tuple[int, bytes]] = []

@@ -16,7 +16,7 @@ from anyio.abc import TaskStatus
 
 from covey.backend import Backend
 from covey.context import Context, Live, log
-from covey.engine import NotFound, Unavailable
+from covey.engine import NotFound, Unavailable, daemon_log_errors
 from covey.errors import EngineError
 from covey.states import Outcome
 from covey.store import AttemptRow, Store
@@ -41,13 +41,41 @@ async def remove_with_retry(backend: Backend, attempt: AttemptRow, tries: int = 
     return False
 
 
+LOG_READS = 3
+
+
+async def _read_logs(
+    backend: Backend, attempt: AttemptRow, timeout: float, reads: int
+) -> tuple[bytes, bytes]:
+    """Read the logs; when the engine says part of them is unavailable, try again a little
+    later, then keep what there is and say what is missing (in the stored stderr)."""
+    problems: list[str] = []
+    for n in range(reads):
+        with anyio.fail_after(timeout + 1):
+            out, err = await backend.logs(attempt, timeout)
+        out, out_errors = daemon_log_errors(out)
+        err, err_errors = daemon_log_errors(err)
+        problems = out_errors + err_errors
+        if not problems:
+            return out, err
+        if n + 1 < reads:
+            await anyio.sleep(1.0 + n)
+    log.warning("logs of %s incomplete: %s", attempt.service, "; ".join(problems))
+    note = f"[covey: logs incomplete, the engine said: {'; '.join(problems)}]\n"
+    return out, err + note.encode()
+
+
 async def save_logs(
-    store: Store, backend: Backend, attempt: AttemptRow, timeout: float, cap: int
+    store: Store,
+    backend: Backend,
+    attempt: AttemptRow,
+    timeout: float,
+    cap: int,
+    reads: int = LOG_READS,
 ) -> None:
     """Read and store the logs; on failure store what is known and say so in the history."""
     try:
-        with anyio.fail_after(timeout + 1):
-            out, err = await backend.logs(attempt, timeout)
+        out, err = await _read_logs(backend, attempt, timeout, reads)
     except (EngineError, TimeoutError) as exc:
         current = await store.attempt(attempt.id)
         if current is not None and current.logs_saved:
@@ -67,7 +95,8 @@ async def settle(ctx: Context, live: Live) -> None:
         _release(ctx, live)
     if not await _logs_saved(ctx, live) and live.engine_id:
         timeout = LOST_LOG_TIMEOUT if lost else ctx.options.log_timeout
-        await save_logs(ctx.store, ctx.backend, live.attempt, timeout, ctx.options.log_cap)
+        reads = 1 if lost else LOG_READS  # a lost attempt's node is gone: no use waiting
+        await save_logs(ctx.store, ctx.backend, live.attempt, timeout, ctx.options.log_cap, reads)
     elif not live.engine_id:
         await ctx.store.save_logs(live.attempt.id, b"", b"", ctx.options.log_cap)
     if _keep(ctx, live):
