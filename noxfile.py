@@ -31,3 +31,13 @@ def tests(session: nox.Session) -> None:
     """Unit tests, then the real-engine tests (the engines are started by tests/conftest.py)."""
     session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test"))
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark suite (starts and stops its own private engine "bench"); see BENCHMARKS.md.
+
+    ``nox -s bench -- --smoke`` for a quick check; any ``python -m bench`` flag after ``--``.
+    """
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "bench"))
+    session.run("python", "-m", "bench", *session.posargs)

@@ -26,7 +26,7 @@ log = logging.getLogger("covey")
 
 NODES_REFRESH = 5.0
 NANO = 1_000_000_000
-AUTO_PER_CPU = 4
+AUTO_PER_CPU = 16
 AUTO_MIN = 4
 
 

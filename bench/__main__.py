@@ -1,0 +1,257 @@
+"""``python -m bench``: run every approach side by side, then write JSON, a plot and a table.
+
+Examples::
+
+    python -m bench                      # full run on a private engine named "bench"
+    python -m bench --smoke              # N=6, sequential N=2, scale 200 jobs: < 60 s
+    python -m bench --docker-host unix:///path/docker.sock --n 50 --variants true
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import secrets
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import RESULTS_SCHEMA, baselines, covey_run, harness, report, scale
+from bench.api import Docker, socket_path
+from bench.proxy import ProxyProcess
+
+VARIANTS = {"true": ["true"], "sleep": ["sleep", "1"]}
+ENGINE_APPROACHES = ("ceiling", "covey", "naive", "sequential", "replicated-job")
+DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=200, help="jobs per approach (default 200)")
+    p.add_argument(
+        "--sequential-n", type=int, default=30, help="jobs for the ~1 job/s seed approach (30)"
+    )
+    p.add_argument(
+        "--variants", default="true,sleep", help="job kinds: true, sleep (= sleep 1); comma list"
+    )
+    p.add_argument(
+        "--approaches", default=",".join(ENGINE_APPROACHES), help="comma list of approaches"
+    )
+    p.add_argument("--scale", default="10000,100000", help="simulated sizes; '' or 0 skips")
+    p.add_argument("--scale-timeout", type=float, default=600.0, help="seconds per size")
+    p.add_argument("--scale-rate", type=float, default=5000.0, help="simulated completions/s")
+    p.add_argument(
+        "--scale-window",
+        type=int,
+        default=10_000,
+        help="jobs tracked at once in the simulation (10000; larger batches run in windows)",
+    )
+    p.add_argument("--smoke", action="store_true", help="N=6, sequential N=2, scale 200, true only")
+    p.add_argument("--docker-host", help="use this engine (unix://); default: start 'bench'")
+    p.add_argument("--engine-name", default="bench", help="name for scripts/engine.sh")
+    p.add_argument("--keep-engine", action="store_true", help="leave the private engine up")
+    p.add_argument("--covey-max-concurrent", type=int, default=0, help="0: covey's default")
+    p.add_argument("--out", type=Path, help="results directory (default bench/results[/smoke])")
+    p.add_argument("--markdown", type=Path, help="write this table (full runs: BENCHMARKS.md)")
+    p.add_argument("--profile", action="store_true", help="pyinstrument covey and the scale runs")
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument(
+        "--from-json", type=Path, help="measure nothing: redo plot and table from this results file"
+    )
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.n, args.sequential_n, args.scale = min(args.n, 6), 2, "200"
+        if not any(a.startswith("--variants") for a in argv):
+            args.variants = "true"
+    args.out = args.out or (DEFAULT_RESULTS / "smoke" if args.smoke else DEFAULT_RESULTS)
+    if args.markdown is None and not args.smoke and args.out == DEFAULT_RESULTS:
+        args.markdown = DEFAULT_RESULTS.parent.parent / "BENCHMARKS.md"
+    return args
+
+
+def _sizes(spec: str) -> list[int]:
+    return [int(s) for s in spec.split(",") if s.strip() and int(s) > 0]
+
+
+async def _approach(
+    name: str,
+    args: argparse.Namespace,
+    ctx: dict[str, Any],
+    variant: str,
+    workdir: Path,
+) -> dict[str, Any]:
+    command = VARIANTS[variant]
+    n = args.sequential_n if name == "sequential" else args.n
+    via: Docker = ctx["via"]
+    if name == "covey":
+        profile = args.out / f"profile-covey-{variant}.txt" if args.profile else None
+        return await covey_run.run(
+            ctx["proxy"].docker_host,
+            ctx["run_id"],
+            n,
+            command,
+            workdir,
+            variant,
+            ctx["die"].events,
+            max_concurrent=args.covey_max_concurrent,
+            profile=profile,
+        )
+    return await baselines.APPROACHES[name](via, ctx["run_id"], n, command)
+
+
+async def measure(args: argparse.Namespace, docker_host: str, work: Path) -> dict[str, Any]:
+    run_id = secrets.token_hex(4)
+    engine_socket = socket_path(docker_host)
+    variants = [v for v in args.variants.split(",") if v]
+    names = [a for a in args.approaches.split(",") if a]
+    for v in variants:
+        if v not in VARIANTS:
+            raise SystemExit(f"unknown variant {v!r} (choose from {', '.join(VARIANTS)})")
+    for a in names:
+        if a not in ENGINE_APPROACHES:
+            raise SystemExit(f"unknown approach {a!r} (choose from {', '.join(ENGINE_APPROACHES)})")
+    # job mode leaves tasks behind in the swarm: run it last so it cannot slow the others
+    order = [a for a in ENGINE_APPROACHES if a in names and a != "replicated-job"]
+    runs: list[dict[str, Any]] = []
+    with ProxyProcess(engine_socket, work / "proxy.sock") as proxy:
+        async with Docker(engine_socket) as direct, Docker(proxy.listen) as via:
+            info = await harness.machine(direct)
+            die = harness.DieLog(run_id)
+            follower = asyncio.create_task(die.follow(direct))
+            await die.ready.wait()
+            await asyncio.sleep(0.3)
+            ctx = {"run_id": run_id, "proxy": proxy, "via": via, "die": die}
+            print(f"bench: warm-up ({min(4, args.n)} jobs)", flush=True)
+            await baselines.ceiling(via, run_id, min(4, args.n), ["true"], "warmup")
+            await harness.quiesce(direct, run_id)
+            plan = [(v, a) for v in variants for a in order]
+            if "replicated-job" in names:
+                plan += [(v, "replicated-job") for v in variants]
+            for variant, name in plan:
+                await harness.quiesce(direct, run_id)
+                await proxy.reset()
+                load = os.getloadavg()
+                print(f"bench: {name} / {variant} ...", flush=True)
+                result = await _approach(name, args, ctx, variant, work)
+                counts = await proxy.counts()
+                result.update(
+                    variant=variant,
+                    command=VARIANTS[variant],
+                    api_requests=sum(counts.values()),
+                    api_requests_per_job=sum(counts.values()) / result["n"],
+                    api_by_kind=counts,
+                    loadavg_before=load,
+                    loadavg_after=os.getloadavg(),
+                    jobs_per_s=result["n"] / result["wall_s"],
+                    die_events=len(die.for_approach(name)),
+                )
+                if name == "replicated-job":
+                    result["leftovers_removed"] = await harness.cleanup(direct, run_id)
+                print(
+                    f"bench: {name} / {variant}: {result['wall_s']:.1f} s, "
+                    f"{result['jobs_per_s']:.2f} jobs/s, "
+                    f"{result['api_requests_per_job']:.1f} requests/job",
+                    flush=True,
+                )
+                runs.append(result)
+            await harness.quiesce(direct, run_id)
+            follower.cancel()
+            info["loadavg_end"] = os.getloadavg()
+            info["die_stream_drops"] = die.dropped
+    report.add_ratios(runs)
+    return {"run_id": run_id, "machine": info, "runs": runs}
+
+
+def run_scale(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for n in _sizes(args.scale):
+        print(f"bench: scale simulation, {n} jobs ...", flush=True)
+        profile = args.out / f"profile-scale-{n}.txt" if args.profile else None
+        t = time.monotonic()
+        result = scale.run(
+            n,
+            work,
+            timeout=args.scale_timeout,
+            rate=args.scale_rate,
+            window=min(n, args.scale_window),
+            profile=profile,
+        )
+        result["loadavg_after"] = os.getloadavg()
+        print(f"bench: scale {n}: done in {time.monotonic() - t:.0f} s", flush=True)
+        out.append(result)
+    return out
+
+
+def rewrite(args: argparse.Namespace) -> int:
+    """Targets, plot and table again from saved results (after a change of the report)."""
+    results = json.loads(args.from_json.read_text())
+    out = args.from_json.parent
+    if results.get("runs"):
+        report.add_ratios(results["runs"])
+    results["targets"] = report.targets(results)
+    report.write_json(results, out)
+    if not args.no_plot and results.get("runs"):
+        print(f"bench: plot in {report.plot(results, out)}")
+    if args.markdown:
+        report.write_markdown(results, args.markdown, out)
+        print(f"bench: table in {args.markdown}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.from_json:
+        return rewrite(args)
+    started = datetime.datetime.now(datetime.UTC)
+    results: dict[str, Any] = {
+        "schema": RESULTS_SCHEMA,
+        "date": started.isoformat(timespec="seconds"),
+        "command": "python -m bench " + shlex.join(argv) if argv else "python -m bench",
+        "smoke": args.smoke,
+        "code": harness.code_version(),
+        "config": {
+            "n": args.n,
+            "sequential_n": args.sequential_n,
+            "variants": args.variants,
+            "approaches": args.approaches,
+            "scale": _sizes(args.scale),
+            "scale_rate": args.scale_rate,
+            "scale_window": args.scale_window,
+            "scale_timeout_s": args.scale_timeout,
+            "ceiling_poll_s": baselines.CEILING_POLL,
+            "replicated_max_concurrent": baselines.REPLICATED_MAX_CONCURRENT,
+            "covey_max_concurrent": args.covey_max_concurrent or "covey default",
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="covey-bench-") as tmp:
+        work = Path(tmp)
+        if args.approaches.strip():
+            if args.docker_host:
+                results.update(asyncio.run(measure(args, args.docker_host, work)))
+            else:
+                with harness.private_engine(args.engine_name, keep=args.keep_engine) as host:
+                    results.update(asyncio.run(measure(args, host, work)))
+        results["scale"] = run_scale(args, work)
+    results["targets"] = report.targets(results)
+    results["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    path = report.write_json(results, args.out)
+    print(f"bench: results in {path}")
+    if not args.no_plot and results.get("runs"):
+        print(f"bench: plot in {report.plot(results, args.out)}")
+    if args.markdown:
+        report.write_markdown(results, args.markdown, args.out)
+        print(f"bench: table in {args.markdown}")
+    print(report.summary(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

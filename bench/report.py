@@ -1,0 +1,343 @@
+"""Results: ratios, the targets, JSON, the plot and the BENCHMARKS.md table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ORDER = ("covey", "ceiling", "naive", "sequential", "replicated-job")
+LABELS = {
+    "covey": "covey (`Client.map`)",
+    "ceiling": "engine ceiling (minimal client, batched listing)",
+    "naive": "naive concurrent (poll each service 1/s)",
+    "sequential": "sequential seed approach (1 job at a time)",
+    "replicated-job": "Swarm replicated-job (MaxConcurrent 16)",
+}
+FINDINGS = Path(__file__).resolve().parent / "findings.md"
+MB = 1024 * 1024
+
+
+def _by(runs: list[dict[str, Any]], variant: str, approach: str) -> dict[str, Any] | None:
+    for r in runs:
+        if r["variant"] == variant and r["approach"] == approach:
+            return r
+    return None
+
+
+def add_ratios(runs: list[dict[str, Any]]) -> None:
+    for r in runs:
+        ceiling = _by(runs, r["variant"], "ceiling")
+        seq = _by(runs, r["variant"], "sequential")
+        r["ratio_to_ceiling"] = r["jobs_per_s"] / ceiling["jobs_per_s"] if ceiling else None
+        r["ratio_to_sequential"] = r["jobs_per_s"] / seq["jobs_per_s"] if seq else None
+
+
+def _target(
+    name: str, variant: str | None, value: Any, limit: float, *, at_least: bool
+) -> dict[str, Any]:
+    met = None if value is None else (value >= limit if at_least else value <= limit)
+    return {"target": name, "variant": variant, "value": value, "met": met}
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    runs = results.get("runs", [])
+    for r in runs:
+        if r["approach"] != "covey":
+            continue
+        v = r["variant"]
+        c = r["covey"]
+        out += [
+            _target(
+                ">= 95% of the engine ceiling (jobs/s)",
+                v,
+                r["ratio_to_ceiling"],
+                0.95,
+                at_least=True,
+            ),
+            _target(
+                ">= 3x the sequential seed approach",
+                v,
+                r["ratio_to_sequential"],
+                3.0,
+                at_least=True,
+            ),
+            _target(
+                "<= 4 Docker API requests per job",
+                v,
+                r["api_requests_per_job"],
+                4.0,
+                at_least=False,
+            ),
+            _target(
+                "exit -> recorded p50 <= 150 ms",
+                v,
+                c["exit_to_recorded_ms"]["p50"],
+                150.0,
+                at_least=False,
+            ),
+            _target("covey CPU <= 2 ms per job", v, c["cpu_ms_per_job"], 2.0, at_least=False),
+        ]
+    for s in results.get("scale", []):
+        if s.get("n") == 10_000:
+            rss = s.get("rss_all_tracked_bytes")
+            out.append(
+                _target(
+                    "RSS <= 200 MB at 10k tracked jobs (simulated)",
+                    None,
+                    None if rss is None else round(rss / MB, 1),
+                    200.0,
+                    at_least=False,
+                )
+            )
+        if "cpu_ms_per_job" in s:
+            out.append(
+                _target(
+                    f"covey CPU <= 2 ms per job at {s['n']} jobs (simulated)",
+                    None,
+                    round(s["cpu_ms_per_job"], 2),
+                    2.0,
+                    at_least=False,
+                )
+            )
+    return out
+
+
+def write_json(results: dict[str, Any], out: Path) -> Path:
+    path = out / "results.json"
+    path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+def plot(results: dict[str, Any], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = results["runs"]
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    fig, axes = plt.subplots(1, len(variants), figsize=(6.5 * len(variants), 4.5), squeeze=False)
+    for ax, variant in zip(axes[0], variants, strict=True):
+        for name in ORDER:
+            r = _by(runs, variant, name)
+            if r is None or not r["completions"]:
+                continue
+            times = [0.0, *r["completions"]]
+            counts = list(range(len(times)))
+            label = f"{name} (N={r['n']}, {r['jobs_per_s']:.2f}/s)"
+            ax.step(times, counts, where="post", label=label)
+        ax.set_title(f"jobs: {' '.join(_cmd(runs, variant))}")
+        ax.set_xlabel("seconds since the approach started")
+        ax.set_ylabel("jobs completed (outcome known)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"covey benchmark, {results['date']}")
+    fig.tight_layout()
+    path = out / "completions.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _cmd(runs: list[dict[str, Any]], variant: str) -> list[str]:
+    for r in runs:
+        if r["variant"] == variant:
+            return list(r["command"])
+    return [variant]
+
+
+def _f(value: Any, fmt: str = "{:.2f}") -> str:
+    if value is None:
+        return "-"
+    return fmt.format(value)
+
+
+def _machine(m: dict[str, Any]) -> list[str]:
+    return [
+        f"- CPU: {m['nproc']} x {m['cpu_model']}",
+        f"- memory: {m['memory_bytes'] / 2**30:.1f} GiB",
+        f"- kernel: {m['kernel']} ({m['os']})",
+        f"- Docker Engine {m['docker_version']} (API {m['docker_api']}), "
+        f"storage driver {m['storage_driver']}",
+        f"- Python {m['python']}",
+        f"- load average (1, 5, 15 min) at start: {_load(m.get('loadavg_start'))}; "
+        f"at end: {_load(m.get('loadavg_end'))}",
+    ]
+
+
+def _load(value: Any) -> str:
+    return "-" if not value else " ".join(f"{x:.2f}" for x in value)
+
+
+def _engine_tables(results: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    runs = results["runs"]
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        lines += [
+            "",
+            f"### Jobs `{' '.join(_cmd(runs, variant))}`",
+            "",
+            "| approach | N | wall s | jobs/s | ratio to ceiling | API requests/job "
+            "| load before |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name in ORDER:
+            r = _by(runs, variant, name)
+            if r is None:
+                continue
+            lines.append(
+                f"| {LABELS[name]} | {r['n']} | {r['wall_s']:.1f} | {r['jobs_per_s']:.2f} | "
+                f"{_f(r['ratio_to_ceiling'])} | {r['api_requests_per_job']:.1f} | "
+                f"{r['loadavg_before'][0]:.1f} |"
+            )
+        c = _by(runs, variant, "covey")
+        if c is not None:
+            k = c["covey"]
+            lat = k["exit_to_recorded_ms"]
+            lines += [
+                "",
+                f"covey, `{' '.join(_cmd(runs, variant))}`: exit → recorded p50 "
+                f"{_f(lat['p50'], '{:.0f}')} ms, p95 {_f(lat['p95'], '{:.0f}')} ms "
+                f"({lat['samples']} die events; recorded from "
+                f"{_sources(k['recorded_by_source'])}); "
+                f"CPU {k['cpu_ms_per_job']:.2f} ms/job ({k['cpu_s']:.2f} s for the run; "
+                f"{k['process_cpu_s']:.2f} s for the whole process with interpreter start "
+                "and imports); "
+                f"peak RSS {k['peak_rss_bytes'] / MB:.0f} MB; covey's concurrency cap "
+                f"{k['max_concurrent']}; requests: {_kinds(c['api_by_kind'])}.",
+            ]
+    return lines
+
+
+def _sources(by: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(by.items())) or "-"
+
+
+def _kinds(by: dict[str, int]) -> str:
+    return ", ".join(f"`{k}` {v}" for k, v in sorted(by.items(), key=lambda kv: -kv[1]))
+
+
+def _scale_table(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Scale (SIMULATED: no engine)",
+        "",
+        "covey's real code (`Client.map`, submitter, tracker, reaper, governor, states, store, "
+        "SwarmBackend and covey.engine's JSON parsing) against a simulated one-node swarm that "
+        "answers from a recorded Engine 20.10.24 task (see `bench/scale.py`). A window of jobs "
+        "(all of them, or 10,000 for larger batches) is created and kept running until the "
+        'whole window is tracked at the same time (the memory reading "RSS with the window '
+        'tracked"); then the simulator completes them at the given rate with a `die` event '
+        "each while covey admits the rest. CPU excludes the simulator's own work (its task JSON "
+        "and events, about 20 MB of RSS at 10,000 tasks, are included in RSS); HTTP framing is "
+        "not simulated.",
+        "",
+        "| jobs | window | wall s | covey CPU s | CPU ms/job | RSS before MB "
+        "| RSS with the window tracked MB | growth KB/job | peak RSS MB | requests/job "
+        "| store MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in results.get("scale", []):
+        if "timed_out_after_s" in s:
+            p = s.get("progress", {})
+            lines.append(
+                f"| {s['n']} | {s.get('window', s['n'])} | > {s['timed_out_after_s']:.0f} "
+                f"(stopped; {p.get('done', 0)} jobs done) | "
+                f"{_f(p.get('cpu_s'), '{:.1f}')} | - | - | - | - | "
+                f"{_f((p.get('rss_bytes') or 0) / MB, '{:.0f}')} | - | - |"
+            )
+            continue
+        tracked = s["rss_all_tracked_bytes"]
+        growth = s["growth_per_job_bytes"]
+        lines.append(
+            f"| {s['n']} | {s['window']} | {s['wall_s']:.1f} | {s['cpu_s']:.1f} | "
+            f"{s['cpu_ms_per_job']:.2f} | "
+            f"{s['rss_before_bytes'] / MB:.0f} | {_f(tracked and tracked / MB, '{:.0f}')} | "
+            f"{_f(growth and growth / 1024, '{:.1f}')} | {s['rss_peak_bytes'] / MB:.0f} | "
+            f"{s['requests_per_job']:.2f} | {s['store_bytes'] / MB:.1f} |"
+        )
+    return lines
+
+
+def write_markdown(results: dict[str, Any], path: Path, out: Path) -> None:
+    m = results.get("machine")
+    lines = [
+        "# covey benchmarks",
+        "",
+        "Generated by `bench/report.py` from "
+        f"`{_rel(out / 'results.json', path)}`; do not edit by hand (hand-written findings live "
+        "in `bench/findings.md` and are copied in below).",
+        "",
+        f"- date: {results['date']}",
+        f"- command: `{results['command']}`",
+    ]
+    code = results.get("code")
+    if code:
+        dirty = code["uncommitted_src"]
+        lines.append(
+            f"- code: commit `{code['commit']}`"
+            + (f", with uncommitted changes in {len(dirty)} file(s) under src/" if dirty else "")
+        )
+    if results.get("smoke"):
+        lines.append("- **smoke run** (tiny N): numbers show the harness works, not performance")
+    if m:
+        lines += ["", "## Machine", "", *_machine(m)]
+    if results.get("runs"):
+        lines += ["", "## Fan-out on one engine", "", METHOD]
+        lines += _engine_tables(results)
+        lines += ["", f"![completions over time]({_rel(out / 'completions.png', path)})"]
+    if results.get("scale"):
+        lines += _scale_table(results)
+    lines += ["", "## Targets", "", "| target | variant | value | met |", "|---|---|---:|---|"]
+    for t in results.get("targets", []):
+        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
+        value = t["value"]
+        shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+        lines.append(f"| {t['target']} | {t['variant'] or ''} | {shown} | {met} |")
+    if FINDINGS.exists():
+        lines += ["", FINDINGS.read_text().rstrip()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _rel(target: Path, doc: Path) -> str:
+    try:
+        return str(target.resolve().relative_to(doc.resolve().parent))
+    except ValueError:
+        return str(target)
+
+
+METHOD = """\
+Every approach runs the same N one-shot services (`busybox`) on the same private single-node
+engine, one approach at a time, through a counting HTTP proxy on a unix socket
+(`bench/proxy.py`), which is where "API requests/job" comes from (all requests, including
+creates, polls, logs, removals and the event subscription). Wall time runs from the first
+request until every job's outcome is known and its service is removed. Ratios are jobs/s
+divided by the engine ceiling's jobs/s in the same variant. The sequential seed approach runs
+fewer jobs (it manages about one a second); its jobs/s are still comparable. covey runs in a
+child process of its own (`bench/covey_run.py`) so its CPU and RSS are its own; exit → recorded
+is the store's `transitions.at` of each terminal state minus the container's `die` event
+`timeNano`, from an event subscription of the benchmark itself. Replicated-job leaves its
+containers behind on Engine 20.10 (moby 42789/44312): they are removed after its measurement."""
+
+
+def summary(results: dict[str, Any]) -> str:
+    lines = []
+    for r in results.get("runs", []):
+        lines.append(
+            f"{r['variant']:>6} {r['approach']:<15} n={r['n']:<4} {r['wall_s']:7.1f} s "
+            f"{r['jobs_per_s']:6.2f} jobs/s  ratio {_f(r['ratio_to_ceiling'])}  "
+            f"{r['api_requests_per_job']:6.1f} req/job"
+        )
+    for s in results.get("scale", []):
+        if "cpu_ms_per_job" in s:
+            lines.append(
+                f"scale {s['n']}: {s['cpu_ms_per_job']:.2f} ms CPU/job, "
+                f"{(s['rss_all_tracked_bytes'] or 0) / MB:.0f} MB with all tracked (simulated)"
+            )
+        else:
+            lines.append(f"scale {s['n']}: stopped after {s.get('timed_out_after_s')} s")
+    for t in results.get("targets", []):
+        lines.append(f"target {t['target']} [{t['variant'] or '-'}]: {t['value']} -> {t['met']}")
+    return "\n".join(lines)
