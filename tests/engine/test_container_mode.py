@@ -13,94 +13,21 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
 from anyio.streams.text import TextReceiveStream
 
+from .scenarios import Harness, Outcomes, Run, Scenarios, gather, one_line, outcome
+
 pytestmark = pytest.mark.plain
 
-REPO = Path(__file__).resolve().parents[2]
 IMAGE = "busybox:latest"
 
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    def __str__(self) -> str:  # shown by pytest when an assertion fails
-        return (
-            f"exit {self.code} after {self.seconds:.1f}s\n"
-            f"--stdout--\n{self.stdout}--stderr--\n{self.stderr}"
-        )
-
-
-class Harness:
-    """``covey`` processes against one engine, each with a store of its own."""
-
-    def __init__(self, host: str, tmp: Path) -> None:
-        self.host = host
-        self.tmp = tmp
-        self.limiter = anyio.CapacityLimiter(6)
-        self._n = 0
-
-    def env(self) -> dict[str, str]:
-        self._n += 1
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COVEY_"))}
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p
-        )
-        env["DOCKER_HOST"] = self.host
-        env["COVEY_DB"] = str(self.tmp / f"store-{self._n}.db")
-        return env
-
-    async def covey(self, *args: str) -> Run:
-        async with self.limiter:
-            started = time.monotonic()
-            with anyio.fail_after(120):
-                done = await anyio.run_process(
-                    [sys.executable, "-m", "covey", *args], env=self.env(), check=False
-                )
-            return Run(
-                done.returncode,
-                done.stdout.decode(errors="replace"),
-                done.stderr.decode(errors="replace"),
-                time.monotonic() - started,
-            )
-
-    async def container_exists(self, name: str) -> bool:
-        done = await anyio.run_process(
-            ["docker", "container", "inspect", name], env=self.env(), check=False
-        )
-        return done.returncode == 0
-
-
-Scenario = Callable[[Harness], Awaitable[Any]]
-SCENARIOS: dict[str, Scenario] = {}
-
-
-def scenario(fn: Scenario) -> Scenario:
-    SCENARIOS[fn.__name__] = fn
-    return fn
-
-
-async def gather(*aws: Awaitable[Any]) -> list[Any]:
-    results: list[Any] = [None] * len(aws)
-
-    async def one(i: int, aw: Awaitable[Any]) -> None:
-        results[i] = await aw
-
-    async with anyio.create_task_group() as tg:
-        for i, aw in enumerate(aws):
-            tg.start_soon(one, i, aw)
-    return results
+SCENARIOS = Scenarios()
+scenario = SCENARIOS.add
 
 
 @pytest.fixture(scope="session")
@@ -110,23 +37,10 @@ def plain_docker_host(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-async def outcomes(
-    plain_docker_host: str, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, tuple[bool, Any]]:
+async def outcomes(plain_docker_host: str, tmp_path_factory: pytest.TempPathFactory) -> Outcomes:
     """Every scenario of this module, run at once: name -> (ok, value or exception)."""
-    harness = Harness(plain_docker_host, tmp_path_factory.mktemp("container-mode"))
-    results: dict[str, tuple[bool, Any]] = {}
-
-    async def one(name: str, fn: Scenario) -> None:
-        try:
-            results[name] = (True, await fn(harness))
-        except Exception as exc:  # re-raised by the test that owns the scenario
-            results[name] = (False, exc)
-
-    async with anyio.create_task_group() as tg:
-        for name, fn in SCENARIOS.items():
-            tg.start_soon(one, name, fn)
-    return results
+    harness = Harness(plain_docker_host, tmp_path_factory.mktemp("container-mode"), parallel=6)
+    return await SCENARIOS.run(harness)
 
 
 @pytest.fixture(autouse=True)
@@ -137,17 +51,6 @@ async def no_covey_container_left(plain_docker_host: str) -> AsyncIterator[None]
         env={**os.environ, "DOCKER_HOST": plain_docker_host},
     )
     assert done.stdout.decode().split() == []
-
-
-def outcome(outcomes: dict[str, tuple[bool, Any]], name: str) -> Any:
-    ok, value = outcomes[name]
-    if not ok:
-        raise value
-    return value
-
-
-def one_line(text: str) -> bool:
-    return len(text.splitlines()) == 1 and text.endswith("\n")
 
 
 @scenario

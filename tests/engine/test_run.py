@@ -15,8 +15,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,110 +24,15 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
+from .scenarios import Harness, Outcomes, Run, Scenarios, gather, one_line, outcome
+
 pytestmark = pytest.mark.engine
 
-REPO = Path(__file__).resolve().parents[2]
 IMAGE = "busybox:latest"
 JOB_ID = re.compile(r"^[0-9a-f]{12}$")
-PARALLEL = 8  # covey processes at once: each costs ~0.7 s of CPU on a 2-core machine
 
-
-@dataclass(frozen=True)
-class Run:
-    """One finished ``covey`` process."""
-
-    code: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-    def __str__(self) -> str:  # shown by pytest when an assertion fails
-        return (
-            f"exit {self.code} after {self.seconds:.1f}s\n"
-            f"--stdout--\n{self.stdout}--stderr--\n{self.stderr}"
-        )
-
-
-@dataclass
-class Harness:
-    """Runs covey and docker against one engine, each covey run with a store of its own."""
-
-    host: str
-    tmp: Path
-    limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(PARALLEL))
-    _n: int = 0
-
-    def db(self) -> Path:
-        self._n += 1
-        return self.tmp / f"store-{self._n}.db"
-
-    def env(self, db: Path | None = None, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COVEY_"))}
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p
-        )
-        env["DOCKER_HOST"] = self.host
-        env["COVEY_DB"] = str(db or self.db())
-        env.update(extra)
-        return env
-
-    async def covey(
-        self, *args: str, db: Path | None = None, env: dict[str, str] | None = None
-    ) -> Run:
-        async with self.limiter:
-            started = time.monotonic()
-            with anyio.fail_after(120):
-                done = await anyio.run_process(
-                    [sys.executable, "-m", "covey", *args],
-                    env=self.env(db, **(env or {})),
-                    check=False,
-                )
-            return Run(
-                done.returncode,
-                done.stdout.decode(errors="replace"),
-                done.stderr.decode(errors="replace"),
-                time.monotonic() - started,
-            )
-
-    async def docker(self, *args: str, check: bool = True) -> str:
-        done = await anyio.run_process(["docker", *args], env=self.env(), check=False)
-        if check and done.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)}: {done.stderr.decode()}")
-        return done.stdout.decode()
-
-    async def exists(self, service: str) -> bool:
-        done = await anyio.run_process(
-            ["docker", "service", "inspect", service], env=self.env(), check=False
-        )
-        return done.returncode == 0
-
-    async def hostname(self) -> str:
-        return (await self.docker("info", "--format", "{{.Name}}")).strip()
-
-
-Scenario = Callable[[Harness], Awaitable[Any]]
-SCENARIOS: dict[str, Scenario] = {}
-
-
-def scenario(fn: Scenario) -> Scenario:
-    SCENARIOS[fn.__name__] = fn
-    return fn
-
-
-async def gather(*aws: Awaitable[Any]) -> list[Any]:
-    results: list[Any] = [None] * len(aws)
-
-    async def one(i: int, aw: Awaitable[Any]) -> None:
-        results[i] = await aw
-
-    async with anyio.create_task_group() as tg:
-        for i, aw in enumerate(aws):
-            tg.start_soon(one, i, aw)
-    return results
+SCENARIOS = Scenarios()
+scenario = SCENARIOS.add
 
 
 @pytest.fixture(scope="session")
@@ -138,23 +42,9 @@ def docker_host(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-async def outcomes(
-    docker_host: str, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, tuple[bool, Any]]:
+async def outcomes(docker_host: str, tmp_path_factory: pytest.TempPathFactory) -> Outcomes:
     """Every scenario of this module, run at once: name -> (ok, value or exception)."""
-    harness = Harness(docker_host, tmp_path_factory.mktemp("run"))
-    results: dict[str, tuple[bool, Any]] = {}
-
-    async def one(name: str, fn: Scenario) -> None:
-        try:
-            results[name] = (True, await fn(harness))
-        except Exception as exc:  # re-raised by the test that owns the scenario
-            results[name] = (False, exc)
-
-    async with anyio.create_task_group() as tg:
-        for name, fn in SCENARIOS.items():
-            tg.start_soon(one, name, fn)
-    return results
+    return await SCENARIOS.run(Harness(docker_host, tmp_path_factory.mktemp("run")))
 
 
 @pytest.fixture(autouse=True)
@@ -165,17 +55,6 @@ async def no_covey_service_left(docker_host: str) -> AsyncIterator[None]:
         env={**os.environ, "DOCKER_HOST": docker_host},
     )
     assert done.stdout.decode().split() == []
-
-
-def outcome(outcomes: dict[str, tuple[bool, Any]], name: str) -> Any:
-    ok, value = outcomes[name]
-    if not ok:
-        raise value
-    return value
-
-
-def one_line(text: str) -> bool:
-    return len(text.splitlines()) == 1 and text.endswith("\n")
 
 
 # -- output and exit codes ------------------------------------------------------------------------
