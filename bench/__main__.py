@@ -22,12 +22,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS_SCHEMA, baselines, covey_run, harness, report, scale
+from bench import RESULTS_SCHEMA, baselines, covey_run, harness, minimal, report, scale
 from bench.api import Docker, socket_path
 from bench.proxy import ProxyProcess
+from covey.context import AUTO_PER_CPU
 
 VARIANTS = {"true": ["true"], "sleep": ["sleep", "1"]}
-ENGINE_APPROACHES = ("ceiling", "covey", "naive", "sequential", "replicated-job")
+ENGINE_APPROACHES = (
+    "ceiling",
+    "covey",
+    "minimal-aiohttp",
+    "minimal-raw",
+    "naive",
+    "sequential",
+    "replicated-job",
+)
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -102,6 +111,16 @@ async def _approach(
             max_concurrent=args.covey_max_concurrent,
             profile=profile,
         )
+    if name.startswith("minimal-"):
+        return await minimal.run(
+            ctx["proxy"].listen,
+            name.removeprefix("minimal-"),
+            ctx["run_id"],
+            n,
+            command,
+            workdir,
+            max_concurrent=args.covey_max_concurrent or ctx["covey_cap"],
+        )
     return await baselines.APPROACHES[name](via, ctx["run_id"], n, command)
 
 
@@ -126,7 +145,13 @@ async def measure(args: argparse.Namespace, docker_host: str, work: Path) -> dic
             follower = asyncio.create_task(die.follow(direct))
             await die.ready.wait()
             await asyncio.sleep(0.3)
-            ctx = {"run_id": run_id, "proxy": proxy, "via": via, "die": die}
+            ctx = {
+                "run_id": run_id,
+                "proxy": proxy,
+                "via": via,
+                "die": die,
+                "covey_cap": AUTO_PER_CPU * max(1, int(info.get("engine_ncpu") or 1)),
+            }
             print(f"bench: warm-up ({min(4, args.n)} jobs)", flush=True)
             await baselines.ceiling(via, run_id, min(4, args.n), ["true"], "warmup")
             await harness.quiesce(direct, run_id)

@@ -198,6 +198,7 @@ async def run(
         "succeeded": child["states"].get("succeeded", 0),
         "failed": n - child["states"].get("succeeded", 0),
         "states": child["states"],
+        "client_cpu_ms_per_job": 1000 * child["cpu_s"] / n,
         "covey": {
             "cpu_s": child["cpu_s"],
             "cpu_ms_per_job": 1000 * child["cpu_s"] / n,

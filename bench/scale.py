@@ -166,6 +166,7 @@ class SimEngine(Engine):
     def __init__(self) -> None:
         super().__init__("unix:///simulated")
         self.services: dict[str, SimTask] = {}
+        self.names: dict[str, str] = {}  # service name -> id (the API takes either)
         self.fresh: deque[SimTask] = deque()
         self.running: deque[SimTask] = deque()
         self.completed = 0
@@ -228,10 +229,12 @@ class SimEngine(Engine):
             template = body["TaskTemplate"]["ContainerSpec"]
             task = SimTask(sid, template.get("Labels") or {}, list(template.get("Args") or []))
             self.services[sid] = task
+            self.names[body["Name"]] = sid
             self.fresh.append(task)
             return json.dumps({"ID": sid}).encode()
         if path.startswith("services/") and method == "DELETE":
-            self.services.pop(path.removeprefix("services/"), None)
+            ref = path.removeprefix("services/")
+            self.services.pop(self.names.pop(ref, ref), None)
             return b""
         raise NotImplementedError(f"simulated engine: {method} {path}")
 

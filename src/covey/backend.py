@@ -73,7 +73,9 @@ class Backend(Protocol):
     async def observe(self, nodes: Mapping[str, NodeRecord]) -> list[Seen]: ...
     async def capacity(self, ours: set[str]) -> tuple[list[NodeRecord], dict[str, Usage]]: ...
     async def stop(self, attempt: AttemptRow) -> None: ...
-    async def logs(self, attempt: AttemptRow, timeout: float) -> tuple[bytes, bytes]: ...
+    async def logs(
+        self, attempt: AttemptRow, timeout: float, container: str | None = None
+    ) -> tuple[bytes, bytes]: ...
     def follow_logs(self, attempt: AttemptRow) -> AsyncIterator[tuple[int, bytes]]: ...
     async def remove(self, attempt: AttemptRow) -> bool: ...
     async def leftovers(self) -> list[tuple[str, str, str | None]]: ...
@@ -191,7 +193,17 @@ class SwarmBackend:
         """Swarm has no 'stop' for a task: the reaper reads logs, then removes the service."""
         return
 
-    async def logs(self, attempt: AttemptRow, timeout: float) -> tuple[bytes, bytes]:
+    async def logs(
+        self, attempt: AttemptRow, timeout: float, container: str | None = None
+    ) -> tuple[bytes, bytes]:
+        """The service's logs; or, given the task's container on this engine, that container's.
+
+        Swarm serves a service's logs only after the manager has taken in the task's end
+        (read at the ``die`` event they are often empty), but a local container's logs are
+        complete when its ``die`` event is sent: the reaper need not wait for a listing.
+        """
+        if container is not None:
+            return await self.engine.container_logs(container, timeout=timeout)
         return await self.engine.service_logs(attempt.engine_id or attempt.service, timeout=timeout)
 
     def follow_logs(self, attempt: AttemptRow) -> AsyncIterator[tuple[int, bytes]]:
@@ -321,15 +333,16 @@ class ContainerBackend:
         return [self._node], {}
 
     async def stop(self, attempt: AttemptRow) -> None:
-        if attempt.engine_id:
-            try:
-                await self.engine.kill_container(attempt.engine_id)
-            except NotFound:
-                return
+        try:  # by name when the id is not noted yet (the store notes it lazily)
+            await self.engine.kill_container(attempt.engine_id or attempt.service)
+        except NotFound:
+            return
 
-    async def logs(self, attempt: AttemptRow, timeout: float) -> tuple[bytes, bytes]:
+    async def logs(
+        self, attempt: AttemptRow, timeout: float, container: str | None = None
+    ) -> tuple[bytes, bytes]:
         return await self.engine.container_logs(
-            attempt.engine_id or attempt.service, timeout=timeout
+            container or attempt.engine_id or attempt.service, timeout=timeout
         )
 
     def follow_logs(self, attempt: AttemptRow) -> AsyncIterator[tuple[int, bytes]]:

@@ -21,9 +21,9 @@ from covey.backend import Backend, ContainerBackend, SwarmBackend
 from covey.context import Context, Options
 from covey.engine import Engine
 from covey.errors import EngineError, SpecError
-from covey.results import JobResult, result_of
+from covey.results import JobResult, result_from
 from covey.spec import JobSpec
-from covey.store import Scope, Store
+from covey.store import JobSnapshot, Scope, Store
 
 Mode = Literal["auto", "swarm", "container"]
 SETTLE_GRACE = 10.0
@@ -60,7 +60,8 @@ class Client:
         self._stack = AsyncExitStack()
         self._batches: list[str] = []
         self._done: dict[str, anyio.Event] = {}
-        self._listeners: list[Callable[[str], None]] = []  # map()s waiting for settled jobs
+        # map()s waiting for settled jobs: (job id, the job and its logs as the reaper left them)
+        self._listeners: list[Callable[[tuple[str, JobSnapshot | None]], None]] = []
         self._ctx: Context | None = None
         self._tg: TaskGroup | None = None
         self.engine: Engine | None = None
@@ -106,12 +107,12 @@ class Client:
             await self._tg.start(supervisor.run, self._ctx)
         return self._ctx
 
-    def _settled(self, job_id: str) -> None:
+    def _settled(self, job_id: str, snapshot: JobSnapshot | None) -> None:
         event = self._done.get(job_id)
         if event is not None:
             event.set()
         for listener in self._listeners:
-            listener(job_id)
+            listener((job_id, snapshot))
 
     async def start(
         self,
@@ -129,6 +130,7 @@ class Client:
         )
         self._batches.append(batch_id)
         ctx.scope = Scope(tuple(self._batches))
+        ctx.new_work = True
         ctx.work.set()
         return batch_id, job_ids
 
@@ -137,12 +139,12 @@ class Client:
         ctx = await self._start()
         event = self._done.setdefault(job_id, anyio.Event())
         while True:
-            job = await ctx.store.job(job_id)
-            if job is None:
+            found = await ctx.store.job_with_logs(job_id)
+            if found is None:
                 raise SpecError(f"no job {job_id}")
-            if job.state.terminal and ctx.live_for_job(job_id) is None:
+            if found.job.state.terminal and ctx.live_for_job(job_id) is None:
                 self._done.pop(job_id, None)
-                return await result_of(ctx.store, job)
+                return result_from(found.job, found.logs)
             await event.wait()
             self._done[job_id] = event = anyio.Event()
 
@@ -157,23 +159,24 @@ class Client:
         One loop over the ids of settled jobs, not a task and an event per job: with 10,000
         jobs that is the difference between about 6 and 25 KB of memory per job.
         """
-        send, receive = anyio.create_memory_object_stream[str](math.inf)
+        send, receive = anyio.create_memory_object_stream[tuple[str, JobSnapshot | None]](math.inf)
         self._listeners.append(send.send_nowait)
         try:
             _, job_ids = await self.start(list(specs))
             ctx = self.context
             pending = set(job_ids)
             while pending:
-                job_id = await receive.receive()
-                if job_id not in pending:
+                job_id, snapshot = await receive.receive()
+                if job_id not in pending or ctx.live_for_job(job_id) is not None:
+                    continue  # not ours, or an attempt ended and a retry follows
+                if snapshot is None:  # settled without logs read just now (e.g. rejected)
+                    snapshot = await ctx.store.job_with_logs(job_id)
+                    if snapshot is None:
+                        raise SpecError(f"no job {job_id}")
+                if not snapshot.job.state.terminal:
                     continue
-                job = await ctx.store.job(job_id)
-                if job is None:
-                    raise SpecError(f"no job {job_id}")
-                if not job.state.terminal or ctx.live_for_job(job_id) is not None:
-                    continue  # an attempt ended; a retry follows
                 pending.discard(job_id)
-                yield await result_of(ctx.store, job)
+                yield result_from(snapshot.job, snapshot.logs)
         finally:
             self._listeners.remove(send.send_nowait)  # before closing: no send after close
             send.close()

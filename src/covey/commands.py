@@ -6,6 +6,7 @@ or JSON for scripts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -19,7 +20,7 @@ from rich.table import Table
 
 from covey.backend import Backend
 from covey.client import pick_backend
-from covey.engine import Engine
+from covey.engine import Engine, NotFound
 from covey.errors import EngineError, StoreError
 from covey.reaper import prune as prune_objects
 from covey.reaper import remove_with_retry, save_logs
@@ -289,9 +290,10 @@ async def _cancel_attempt(store: Store, backend: Backend, attempt: object) -> No
 
     assert isinstance(attempt, AttemptRow)
     await store.set_stop_reason(attempt.id, "cancel")
-    if attempt.engine_id:
+    # The engine id may not be noted yet (the store notes it lazily): act by name.
+    with contextlib.suppress(NotFound):
         await backend.stop(attempt)
-        await save_logs(store, backend, attempt, 10.0, 0)
+    await save_logs(store, backend, attempt, 10.0, 0)
     await store.finish_attempt(
         attempt,
         outcome=Outcome.CANCELLED,
@@ -302,8 +304,8 @@ async def _cancel_attempt(store: Store, backend: Backend, attempt: object) -> No
         source="covey",
         decision=EndDecision(JobState.CANCELLED, counts_as_run=False, detail="cancelled"),
     )
-    if not attempt.engine_id or await remove_with_retry(backend, attempt):
-        await store.mark_removed(attempt.id)
+    if await remove_with_retry(backend, attempt):
+        store.mark_removed(attempt.id)
     _ = Observation, Phase
 
 

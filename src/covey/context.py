@@ -20,7 +20,7 @@ from covey.governor import Demand, Governor
 from covey.records import NodeRecord
 from covey.spec import JobSpec
 from covey.states import Observation, Phase
-from covey.store import DEFAULT_LOG_CAP, AttemptRow, JobRow, Scope, Store
+from covey.store import DEFAULT_LOG_CAP, AttemptRow, JobRow, JobSnapshot, Scope, Store
 
 log = logging.getLogger("covey")
 
@@ -61,12 +61,20 @@ class Live:
     stop_reason: str | None = None
     ended: bool = False
     died: bool = False  # a die event was seen: the engine's listing will say so shortly
+    container: str | None = None  # its ended container on this engine (from the die event)
     confirmed: anyio.Event = field(default_factory=anyio.Event)
+    # The create call is over (or was over before a restart). A fast job's end can arrive in
+    # its die event before the create call returns: it must not be settled before that.
+    created: anyio.Event = field(default_factory=anyio.Event)
     end: Observation | None = None
 
     @property
     def spec(self) -> JobSpec:
         return self.job.spec
+
+    @property
+    def reserves(self) -> bool:
+        return bool(self.demand.nano_cpus or self.demand.memory)
 
 
 def demand_of(spec: JobSpec) -> Demand:
@@ -161,7 +169,7 @@ class Context:
         backend: Backend,
         options: Options,
         scope: Scope,
-        on_settled: Callable[[str], None] | None = None,
+        on_settled: Callable[[str, JobSnapshot | None], None] | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -171,6 +179,7 @@ class Context:
         self.governor = Governor(options.max_concurrent)
         self.live = LiveTable()  # by attempt id
         self.work = Signal()  # the submitter should look for due jobs / free capacity
+        self.new_work = True  # jobs were queued or a retry was decided: read the store again
         self.look = Signal()  # the tracker should list tasks now
         self.counters = Counters()
         self.on_settled = on_settled

@@ -157,6 +157,7 @@ async def detach(client: Client, spec: JobSpec, *, service_name: str | None) -> 
     client._batches.append(batch_id)
     ctx = await client._start()
     ctx.scope = type(ctx.scope)((batch_id,))
+    ctx.new_work = True
     ctx.work.set()
     with anyio.fail_after(60):
         while True:

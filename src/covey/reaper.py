@@ -19,7 +19,7 @@ from covey.context import Context, Live, log
 from covey.engine import NotFound, Unavailable, daemon_log_errors
 from covey.errors import EngineError
 from covey.states import Outcome
-from covey.store import AttemptRow, Store
+from covey.store import AttemptRow, JobSnapshot, Store
 
 CONFIRM_TIMEOUT = 10.0
 LOST_LOG_TIMEOUT = 3.0
@@ -45,14 +45,14 @@ LOG_READS = 3
 
 
 async def _read_logs(
-    backend: Backend, attempt: AttemptRow, timeout: float, reads: int
+    backend: Backend, attempt: AttemptRow, timeout: float, reads: int, container: str | None
 ) -> tuple[bytes, bytes]:
     """Read the logs; when the engine says part of them is unavailable, try again a little
     later, then keep what there is and say what is missing (in the stored stderr)."""
     problems: list[str] = []
     for n in range(reads):
         with anyio.fail_after(timeout + 1):
-            out, err = await backend.logs(attempt, timeout)
+            out, err = await backend.logs(attempt, timeout, container)
         out, out_errors = daemon_log_errors(out)
         err, err_errors = daemon_log_errors(err)
         problems = out_errors + err_errors
@@ -72,49 +72,70 @@ async def save_logs(
     timeout: float,
     cap: int,
     reads: int = LOG_READS,
-) -> None:
-    """Read and store the logs; on failure store what is known and say so in the history."""
+    container: str | None = None,
+    snapshot: bool = False,
+) -> JobSnapshot | None:
+    """Read and store the logs; on failure store what is known and say so in the history.
+
+    With ``snapshot``, returns the job and its logs as stored (see ``Store.save_logs``).
+    """
     try:
-        out, err = await _read_logs(backend, attempt, timeout, reads)
+        out, err = await _read_logs(backend, attempt, timeout, reads, container)
     except (EngineError, TimeoutError) as exc:
         current = await store.attempt(attempt.id)
         if current is not None and current.logs_saved:
-            return  # saved first by another process (`covey cancel`, an earlier supervisor)
+            return None  # saved first by another process (`covey cancel`, a supervisor)
         log.warning("logs of %s could not be read: %s", attempt.service, exc)
         out, err = b"", f"[covey: logs could not be read: {exc}]\n".encode()
-    await store.save_logs(attempt.id, out, err, cap)
+    return await store.save_logs(
+        attempt.id, out, err, cap, snapshot=attempt.job_id if snapshot else None
+    )
 
 
 async def settle(ctx: Context, live: Live) -> None:
     """Confirmation, capacity release, logs, removal: the end of an attempt's life."""
+    await live.created.wait()  # its end may be known before the create call has returned
     lost = live.end is not None and live.end.outcome is Outcome.LOST
     if not live.stop_reason and not lost:
         with anyio.move_on_after(CONFIRM_TIMEOUT):
             await live.confirmed.wait()
     if not live.stop_reason:
         _release(ctx, live)
-    if not await _logs_saved(ctx, live) and live.engine_id:
+    # Saved already by us before a restart (the adopted row says so); saved by `covey cancel`
+    # in another process meanwhile: then the read fails and save_logs finds them in the store.
+    snapshot: JobSnapshot | None = None
+    wanted = ctx.on_settled is not None
+    if not live.attempt.logs_saved and live.engine_id:
         timeout = LOST_LOG_TIMEOUT if lost else ctx.options.log_timeout
         reads = 1 if lost else LOG_READS  # a lost attempt's node is gone: no use waiting
-        await save_logs(ctx.store, ctx.backend, live.attempt, timeout, ctx.options.log_cap, reads)
+        snapshot = await save_logs(
+            ctx.store,
+            ctx.backend,
+            live.attempt,
+            timeout,
+            ctx.options.log_cap,
+            reads,
+            live.container,
+            snapshot=wanted,
+        )
     elif not live.engine_id:
-        await ctx.store.save_logs(live.attempt.id, b"", b"", ctx.options.log_cap)
-    if _keep(ctx, live):
-        await ctx.store.mark_removed(live.attempt.id)  # handed over to the user
-    elif live.engine_id is None or await remove_with_retry(ctx.backend, live.attempt):
-        await ctx.store.mark_removed(live.attempt.id)
+        snapshot = await ctx.store.save_logs(
+            live.attempt.id,
+            b"",
+            b"",
+            ctx.options.log_cap,
+            snapshot=live.job.id if wanted else None,
+        )
+    # Removed by name even without an engine id: the id is noted lazily, and a create whose
+    # reply was lost may still have made the service (a 404 means there is nothing to do).
+    if _keep(ctx, live) or await remove_with_retry(ctx.backend, live.attempt):
+        ctx.store.mark_removed(live.attempt.id)
     _release(ctx, live)
     ctx.live.pop(live.attempt.id, None)
+    if not ctx.live:  # nothing left in flight: commit the deferred notes now, not next round
+        await ctx.store.flush()
     if ctx.on_settled:
-        ctx.on_settled(live.job.id)
-
-
-async def _logs_saved(ctx: Context, live: Live) -> bool:
-    """Saved already, by us before a restart or by ``covey cancel`` in another process."""
-    if live.attempt.logs_saved:
-        return True
-    current = await ctx.store.attempt(live.attempt.id)
-    return current is not None and current.logs_saved
+        ctx.on_settled(live.job.id, snapshot)
 
 
 def _keep(ctx: Context, live: Live) -> bool:
@@ -161,5 +182,5 @@ async def prune(store: Store, backend: Backend, *, older_than: float = 0.0) -> l
         if await backend.remove_object(ident):
             removed.append(name)
         if attempt is not None:
-            await store.mark_removed(attempt.id)
+            store.mark_removed(attempt.id)
     return removed

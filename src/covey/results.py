@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from covey.states import JobState
-from covey.store import JobRow, Store
+from covey.store import JobRow, LogRecord, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +53,20 @@ class JobResult:
 
 async def result_of(store: Store, job: JobRow, *, logs: bool = True) -> JobResult:
     """Build a result from the store (logs of the job's latest attempt)."""
+    records = await store.logs(f"{job.id}-{job.attempts}") if logs and job.attempts else {}
+    return result_from(job, records)
+
+
+def result_from(job: JobRow, records: Mapping[str, LogRecord]) -> JobResult:
+    """A result from a job row and its latest attempt's logs (``Store.job_with_logs``)."""
     stdout = stderr = b""
     truncated = False
-    if logs and job.attempts:
-        records = await store.logs(f"{job.id}-{job.attempts}")
-        if "stdout" in records:
-            stdout = records["stdout"].data
-            truncated |= records["stdout"].truncated
-        if "stderr" in records:
-            stderr = records["stderr"].data
-            truncated |= records["stderr"].truncated
+    if "stdout" in records:
+        stdout = records["stdout"].data
+        truncated |= records["stdout"].truncated
+    if "stderr" in records:
+        stderr = records["stderr"].data
+        truncated |= records["stderr"].truncated
     return JobResult(
         id=job.id,
         batch=job.batch_id,

@@ -8,7 +8,9 @@ the engine's name conflict and adopts the existing service instead of running tw
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -27,6 +29,13 @@ BATCH = 256
 
 async def create(ctx: Context, live: Live) -> None:
     """Create the attempt's engine object; retried while the engine is unavailable."""
+    try:
+        await _create(ctx, live)
+    finally:
+        live.created.set()
+
+
+async def _create(ctx: Context, live: Live) -> None:
     labels = covey_labels(ctx.store.id, live.attempt, live.job.batch_id, live.job.name)
     labels.update(dict(live.spec.labels))
     delay = 0.5
@@ -57,7 +66,7 @@ async def create(ctx: Context, live: Live) -> None:
             return
     live.engine_id = engine_id
     live.since = time.monotonic()
-    await ctx.store.attempt_created(live.attempt.id, engine_id)
+    ctx.store.attempt_created(live.attempt.id, engine_id)
     if live.stop_reason and not live.ended:  # cancelled while it was being created
         await stop(ctx, live, live.stop_reason)
 
@@ -69,11 +78,16 @@ async def admit(ctx: Context, job: JobRow, tg: TaskGroup) -> bool:
     if reason is not None:
         await ctx.store.fail_job(job, JobState.REJECTED, f"cannot run: {reason}")
         if ctx.on_settled:
-            ctx.on_settled(job.id)
+            ctx.on_settled(job.id, None)
         return True
     if ctx.governor.admit(job.id, demand) is None:
         return False
     attempt = await ctx.store.begin_attempt(job, ctx.backend.mode)
+    if attempt is None:  # cancelled (or taken) since it was read
+        ctx.governor.release(job.id)
+        if ctx.on_settled:
+            ctx.on_settled(job.id, None)
+        return True
     live = Live(attempt=attempt, job=job, demand=demand)
     ctx.live[attempt.id] = live
     ctx.counters.admissions += 1
@@ -84,13 +98,21 @@ async def admit(ctx: Context, job: JobRow, tg: TaskGroup) -> bool:
 async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Admit due jobs whenever capacity is released or work arrives."""
     task_status.started()
+    due: deque[JobRow] = deque()  # read ahead, oldest first
+    quiet_until: float | None = None  # nothing is due before this (None: read the store)
     async with anyio.create_task_group() as tg:
         while True:
-            blocked = await _admit_due(ctx, tg)
-            wait = 3600.0
-            next_due = await ctx.store.next_due(ctx.scope)
-            if next_due is not None:
-                wait = max(0.0, next_due - time.time())
+            blocked = False
+            now = time.time()
+            if due or ctx.new_work or quiet_until is None or now >= quiet_until:
+                ctx.new_work = ctx.options.supervise  # a supervisor's producers add work any time
+                blocked = await _admit_due(ctx, tg, due)
+                quiet_until = None
+                if not due and not blocked:  # all admitted: until when is nothing due?
+                    next_due = await ctx.store.next_due(ctx.scope)
+                    # a retry whose last attempt is still being settled: look again soon
+                    quiet_until = math.inf if next_due is None else max(next_due, now + 0.05)
+            wait = 3600.0 if quiet_until is None else min(3600.0, quiet_until - time.time())
             if ctx.options.supervise:
                 wait = min(wait, REFILL_INTERVAL)
             if blocked:
@@ -98,8 +120,13 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
             await ctx.work.wait(wait)
 
 
-async def _admit_due(ctx: Context, tg: TaskGroup) -> bool:
-    """Admit what fits; ``True`` when due jobs are left waiting for capacity."""
+async def _admit_due(ctx: Context, tg: TaskGroup, due: deque[JobRow]) -> bool:
+    """Admit what fits; ``True`` when due jobs are left waiting for capacity.
+
+    Due jobs are read ahead, ``BATCH`` at a time: the submitter wakes on every release, and
+    one read per wake was two store round trips per job. A row read ahead may go stale
+    (cancelled meanwhile); ``begin_attempt`` checks it again in its transaction.
+    """
     if not ctx.governor.nodes:
         try:
             await ctx.refresh_nodes(force=True)
@@ -108,19 +135,15 @@ async def _admit_due(ctx: Context, tg: TaskGroup) -> bool:
             log.info("reading nodes failed: %s", exc)
             return True
     while True:
-        # Read only as many due jobs as could be admitted now: every row read is a spec
-        # parsed, and the submitter wakes on every release.
-        limit = BATCH
-        cap = ctx.governor.max_concurrent
-        if cap is not None:
-            limit = max(1, min(BATCH, cap - ctx.governor.admitted))
-        jobs = await ctx.store.due_jobs(time.time(), limit, ctx.scope)
-        skipped = False
-        for job in jobs:
-            if ctx.live_for_job(job.id) is not None:
-                skipped = True
-                continue
-            if not await admit(ctx, job, tg):
+        more = True  # rows left from an earlier read: read again once they are admitted
+        if not due:
+            jobs = await ctx.store.due_jobs(time.time(), BATCH, ctx.scope)
+            # a retrying job whose last attempt is still being settled is not due yet
+            due.extend(job for job in jobs if ctx.live_for_job(job.id) is None)
+            more = len(jobs) == BATCH and len(due) == len(jobs)
+        while due:
+            if not await admit(ctx, due[0], tg):
                 return True
-        if skipped or len(jobs) < limit:
+            due.popleft()
+        if not more:
             return False

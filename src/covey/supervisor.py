@@ -35,6 +35,8 @@ async def reconcile(ctx: Context) -> int:
             attempt=attempt, job=job, demand=demand_of(job.spec), engine_id=attempt.engine_id
         )
         ctx.live[attempt.id] = live
+        if attempt.engine_id is not None or attempt.phase == "ended":
+            live.created.set()  # else submitter.create below creates it again (or adopts it)
         if attempt.phase == "ended":
             live.ended = True
             live.phase = Phase.ENDED

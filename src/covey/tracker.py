@@ -85,6 +85,8 @@ async def record_end(ctx: Context, live: Live, obs: Observation, source: str) ->
         decision=decision,
     )
     if recorded:
+        if decision.state is JobState.RETRYING:
+            ctx.new_work = True  # due again after its backoff: the submitter must read it
         if source == "event":
             ctx.counters.recorded_from_event += 1
         else:
@@ -113,12 +115,24 @@ async def apply(ctx: Context, live: Live, obs: Observation, source: str) -> None
     if obs.phase is Phase.RUNNING and live.phase is Phase.PENDING and not live.ended:
         live.phase = Phase.RUNNING
         live.started = time.monotonic()
-        await ctx.store.attempt_running(
+        ctx.store.attempt_running(
             live.attempt.id, live.job.id, ctx.node_name(obs.node_id), time.time(), source
         )
         log.debug("job %s attempt %s running (%s)", live.job.id, live.attempt.n, source)
     elif obs.phase is Phase.PENDING:
         live.pending_reason = obs.error or live.pending_reason
+
+
+def ended_here(ctx: Context, live: Live, container: str) -> None:
+    """A zero exit seen in a ``die`` event of this engine: the container, with its complete
+    logs, is local. Unless the job reserves CPU or memory (whose release must wait until the
+    manager has taken in the end, or the next job would be refused for lack of resources),
+    the reaper need not wait for a listing: that saves most of the listings of a batch."""
+    live.container = container
+    if live.reserves and ctx.backend.mode == "swarm":
+        ctx.look.set()  # the reaper waits for the listing
+    else:
+        live.confirmed.set()
 
 
 async def poll_once(ctx: Context) -> None:
@@ -234,6 +248,7 @@ async def poll_loop(
             continue
         try:
             await poll_once(ctx)
+            await ctx.store.flush()  # the deferred notes (running, created, removed)
         except Unavailable as exc:
             ctx.counters.api_errors += 1
             log.info("engine unavailable, polling again: %s", exc)
@@ -245,6 +260,7 @@ async def poll_loop(
 
 
 async def _idle_refresh(ctx: Context) -> None:
+    await ctx.store.flush()
     try:
         await ctx.refresh_nodes()
     except EngineError:
@@ -271,10 +287,10 @@ async def event_loop(
                     continue
                 live = ctx.live.get(hint[0])
                 if live is not None and not live.ended and not live.stop_reason:
+                    if hint[1].phase is Phase.ENDED:
+                        ended_here(ctx, live, event.actor_id)
                     with anyio.CancelScope(shield=True):
                         await apply(ctx, live, hint[1], "event")
-                    if hint[1].phase is Phase.ENDED:  # the reaper waits for the listing
-                        ctx.look.set()
         except EngineError as exc:
             log.info("event stream dropped (%s); polling and resubscribing", exc)
         ctx.counters.events_up = False

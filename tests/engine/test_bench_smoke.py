@@ -16,7 +16,8 @@ import pytest
 pytestmark = pytest.mark.engine
 
 REPO = Path(__file__).resolve().parents[2]
-APPROACHES = {"covey", "ceiling", "naive", "sequential", "replicated-job"}
+FLOORS = {"minimal-aiohttp", "minimal-raw"}
+APPROACHES = {"covey", "ceiling", "naive", "sequential", "replicated-job"} | FLOORS
 
 
 def test_bench_smoke_results_are_well_formed(swarm_host: str, tmp_path: Path) -> None:
@@ -52,6 +53,8 @@ def test_bench_smoke_results_are_well_formed(swarm_host: str, tmp_path: Path) ->
         assert r["api_requests_per_job"] == pytest.approx(r["api_requests"] / r["n"])
         assert sum(r["api_by_kind"].values()) == r["api_requests"]
         assert r["ratio_to_ceiling"] is not None
+        if r["approach"] in {"covey"} | FLOORS:
+            assert r["client_cpu_ms_per_job"] > 0  # measured in a process of its own
 
     covey = next(r for r in runs if r["approach"] == "covey")
     k = covey["covey"]

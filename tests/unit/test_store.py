@@ -6,7 +6,9 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 
 import covey.store
@@ -181,14 +183,16 @@ async def test_attempt_life_cycle_records_transitions_with_sources(store: Store)
     assert row is not None
     assert (row.phase, row.engine_id, row.mode) == ("creating", None, "swarm")
 
-    await store.attempt_created(attempt.id, "svc123")
+    store.attempt_created(attempt.id, "svc123")  # deferred: committed by the next flush
+    await store.flush()
     row = await store.attempt(attempt.id)
     assert row is not None
     assert (row.phase, row.engine_id) == ("pending", "svc123")
 
     t0 = time.time()
-    assert await store.attempt_running(attempt.id, job.id, "node-a", t0, "event")
-    assert not await store.attempt_running(attempt.id, job.id, "node-b", t0 + 1, "poll")
+    store.attempt_running(attempt.id, job.id, "node-a", t0, "event")
+    store.attempt_running(attempt.id, job.id, "node-b", t0 + 1, "poll")  # no-op: running already
+    await store.flush()
     running = await reload(store, job)
     assert (running.state, running.node, running.started) == (JobState.RUNNING, "node-a", t0)
 
@@ -224,7 +228,7 @@ async def test_attempt_life_cycle_records_transitions_with_sources(store: Store)
 async def test_an_end_is_recorded_only_once(store: Store) -> None:
     job = await one_job(store)
     attempt = await store.begin_attempt(job, "swarm")
-    await store.attempt_running(attempt.id, job.id, "n1", time.time(), "poll")
+    store.attempt_running(attempt.id, job.id, "n1", time.time(), "poll")
     first = await end(
         store, attempt, JobState.FAILED, code=3, error="task: non-zero exit (3)", node="n1"
     )
@@ -235,7 +239,9 @@ async def test_an_end_is_recorded_only_once(store: Store) -> None:
     assert (ended.state, ended.exit_code, ended.node, ended.runs) == (JobState.FAILED, 3, "n1", 1)
     states = [t.state for t in await store.transitions(job.id)]
     assert states == ["queued", "pending", "running", "failed"]
-    assert not await store.attempt_running(attempt.id, job.id, "n2", time.time(), "event")
+    store.attempt_running(attempt.id, job.id, "n2", time.time(), "event")
+    await store.flush()
+    assert [t.state for t in await store.transitions(job.id)] == states  # nothing after the end
 
 
 async def test_end_before_running_is_recorded(store: Store) -> None:
@@ -357,7 +363,7 @@ async def test_request_cancel_ends_queued_jobs_at_once(store: Store) -> None:
     _, (queued, running, done), _ = await store.create_batch([SPEC, SPEC, SPEC])
     jobs = {j.id: j for j in await store.jobs_by_id([queued, running, done])}
     attempt = await store.begin_attempt(jobs[running], "swarm")
-    await store.attempt_running(attempt.id, running, "n1", time.time(), "poll")
+    store.attempt_running(attempt.id, running, "n1", time.time(), "poll")
     finished = await store.begin_attempt(jobs[done], "swarm")
     await end(store, finished, JobState.SUCCEEDED, code=0)
 
@@ -478,10 +484,90 @@ async def test_open_attempts_follow_removal_and_scope(store: Store) -> None:
     assert [a.job_id for a in await store.open_attempts(Scope(None))] == [q]
     assert [a.job_id for a in await store.open_attempts(Scope((run_batch,)))] == [r]
     assert {a.job_id for a in await store.open_attempts_all()} == {q, r}
-    await store.mark_removed(attempts[q].id)
+    store.mark_removed(attempts[q].id)
+    await store.flush()
     assert await store.open_attempts(Scope(None)) == []
     assert await store.open_attempts(Scope((queue_batch,))) == []
     assert [a.job_id for a in await store.open_attempts_all()] == [r]
+
+
+async def test_concurrent_writes_share_commits_and_fail_alone(store: Store) -> None:
+    """Group commit: writes queued behind a running commit go in together, each atomic on
+    its own; a failing one raises to its own caller and undoes only itself."""
+    _, ids, _ = await store.create_batch([SPEC] * 20)
+    jobs = await store.jobs_by_id(ids)
+    bad = jobs[7]
+    hops = 0
+    real = store._conn._execute
+
+    async def counting(fn: Any, *args: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return await real(fn, *args)
+
+    store._conn._execute = counting  # type: ignore[method-assign]
+
+    async def write(job: JobRow) -> str:
+        if job is bad:
+
+            def broken(db: sqlite3.Connection) -> None:
+                db.execute("UPDATE jobs SET error='half' WHERE id=?", (job.id,))
+                db.execute("INSERT INTO no_such_table VALUES (1)")
+
+            try:
+                await store._txn(broken)
+            except sqlite3.OperationalError:
+                return "failed"
+            return "committed"
+        attempt = await store.begin_attempt(job, "swarm")
+        return "committed" if attempt else "not due"
+
+    outcomes: dict[str, str] = {}
+
+    async def one(job: JobRow) -> None:
+        outcomes[job.id] = await write(job)
+
+    async with anyio.create_task_group() as tg:
+        for job in jobs:
+            tg.start_soon(one, job)
+    assert outcomes[bad.id] == "failed"
+    assert sum(v == "committed" for v in outcomes.values()) == 19
+    assert hops < 20  # the writes shared transactions
+    states = {j.id: (j.state, j.error) for j in await store.jobs_by_id(ids)}
+    assert states[bad.id] == (JobState.QUEUED, None)  # its half was undone, nothing else
+    assert all(s == (JobState.PENDING, None) for i, s in states.items() if i != bad.id)
+
+
+async def test_deferred_writes_ride_with_the_next_commit(store: Store) -> None:
+    job = await one_job(store)
+    attempt = await store.begin_attempt(job, "swarm")
+    assert attempt is not None
+    store.attempt_created(attempt.id, "svc-1")
+    store.attempt_running(attempt.id, job.id, "n1", time.time(), "event")
+    assert await end(store, attempt, JobState.SUCCEEDED, code=0)  # commits the notes first
+    row = await store.attempt(attempt.id)
+    assert row is not None
+    assert (row.engine_id, row.phase, row.node) == ("svc-1", "ended", "n1")
+    states = [t.state for t in await store.transitions(job.id)]
+    assert states == ["queued", "pending", "running", "succeeded"]
+
+
+async def test_deferred_writes_are_committed_at_close(tmp_path: Path) -> None:
+    path = tmp_path / "covey.db"
+    async with Store.open(path) as store:
+        job = await one_job(store)
+        attempt = await store.begin_attempt(job, "swarm")
+        assert attempt is not None
+        store.mark_removed(attempt.id)
+    async with Store.open(path) as again:
+        assert await again.open_attempts_all() == []
+
+
+async def test_a_stale_due_row_starts_no_attempt(store: Store) -> None:
+    job = await one_job(store)
+    await store.request_cancel([job.id])
+    assert await store.begin_attempt(job, "swarm") is None
+    assert await store.attempts(job.id) == []
 
 
 async def test_two_connections_share_one_file(tmp_path: Path) -> None:
