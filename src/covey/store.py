@@ -237,6 +237,81 @@ def _log_records(rows: Iterable[Sequence[Any]]) -> dict[str, LogRecord]:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How an attempt ended, as recorded: outcome, code, where, when, seen how, and what it
+    means for its job."""
+
+    outcome: Outcome
+    exit_code: int | None
+    error: str | None
+    node: str | None
+    at: float
+    source: str
+    decision: EndDecision
+    engine_id: str | None = None  # noted with the end if the create's note is not in yet
+
+
+def _finish(db: sqlite3.Connection, attempt: AttemptRow, end: AttemptEnd) -> bool:
+    """Record an attempt's end once (the guarded UPDATE); ``False`` if it was recorded before."""
+    cur = db.execute(
+        "UPDATE attempts SET phase='ended', outcome=?, exit_code=?, error=?,"
+        " node=coalesce(?, node), ended=?, engine_id=coalesce(engine_id, ?)"
+        " WHERE id=? AND phase != 'ended'",
+        (
+            end.outcome.value,
+            end.exit_code,
+            end.error,
+            end.node,
+            end.at,
+            end.engine_id,
+            attempt.id,
+        ),
+    )
+    if cur.rowcount != 1:
+        return False
+    decision = end.decision
+    terminal = decision.state in TERMINAL
+    db.execute(
+        "UPDATE jobs SET state=?, updated=?, not_before=?, exit_code=?, error=?,"
+        " node=coalesce(?, node), finished=?, runs=runs+?, losses=losses+?"
+        " WHERE id=? AND attempts=?",
+        (
+            decision.state.value,
+            end.at,
+            decision.not_before,
+            end.exit_code,
+            end.error,
+            end.node,
+            end.at if terminal else None,
+            int(decision.counts_as_run),
+            int(decision.counts_as_loss),
+            attempt.job_id,
+            attempt.n,
+        ),
+    )
+    detail = decision.detail or end.error
+    if end.exit_code is not None:
+        detail = f"exit {end.exit_code}" + (f": {detail}" if detail else "")
+    _transition(db, attempt.job_id, attempt.id, decision.state.value, end.at, end.source, detail)
+    return True
+
+
+def _keep_logs(
+    db: sqlite3.Connection, attempt_id: str, stdout: bytes, stderr: bytes, cap: int
+) -> None:
+    """Store at most ``cap`` bytes per stream (the tail) and say what was cut."""
+    for stream, data in (("stdout", stdout), ("stderr", stderr)):
+        kept = data[-cap:] if cap and len(data) > cap else data
+        db.execute(
+            "INSERT INTO logs(attempt_id, stream, data, size, truncated) VALUES (?,?,?,?,?)"
+            " ON CONFLICT(attempt_id, stream) DO UPDATE SET data=excluded.data,"
+            " size=excluded.size, truncated=excluded.truncated",
+            (attempt_id, stream, kept, len(data), int(len(kept) < len(data))),
+        )
+    db.execute("UPDATE attempts SET logs_saved=1 WHERE id=?", (attempt_id,))
+
+
+@dataclass(frozen=True, slots=True)
 class JobSnapshot:
     """A job and the logs of its latest attempt, read together."""
 
@@ -325,7 +400,9 @@ class _Write:
     def __init__(self, fn: Callable[[sqlite3.Connection], Any], *, waited: bool = True) -> None:
         self.fn = fn
         self.waited = waited
-        self.turn = anyio.Event()  # set when finished, or when this caller is to lead
+        # set when finished, or when this caller is to lead; made only for a caller that
+        # has to wait (most writes lead their own commit, deferred ones are not waited for)
+        self.turn: anyio.Event | None = None
         self.finished = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -339,14 +416,17 @@ def _commit(db: sqlite3.Connection, batch: list[_Write]) -> None:
     """In the worker thread: one transaction, one savepoint per write."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        for write in batch:
-            db.execute("SAVEPOINT w")
-            try:
-                write.result = write.fn(db)
-            except Exception as exc:
-                db.execute("ROLLBACK TO w")
-                write.error = exc
-            db.execute("RELEASE w")
+        if len(batch) == 1:  # alone: its transaction is its savepoint
+            batch[0].result = batch[0].fn(db)
+        else:
+            for write in batch:
+                db.execute("SAVEPOINT w")
+                try:
+                    write.result = write.fn(db)
+                except Exception as exc:
+                    db.execute("ROLLBACK TO w")
+                    write.error = exc
+                db.execute("RELEASE w")
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
@@ -441,6 +521,7 @@ class Store:
         self._queue.append(write)
         with anyio.CancelScope(shield=True):
             if self._writing:
+                write.turn = anyio.Event()
                 await write.turn.wait()  # done by the leader, or handed the lead
             if not write.finished:
                 await self._commit_queued()
@@ -472,12 +553,13 @@ class Store:
         finally:
             for write in batch:
                 write.finished = True
-                write.turn.set()
+                if write.turn is not None:
+                    write.turn.set()
                 if write.error is not None and not write.waited:
                     log.warning("store: a deferred write failed: %s", write.error)
-            waiting = next((w for w in self._queue if w.waited), None)
-            if waiting is not None:
-                waiting.turn.set()  # still "writing": that caller leads the next commit
+            turn = next((w.turn for w in self._queue if w.turn is not None), None)
+            if turn is not None:
+                turn.set()  # still "writing": that caller leads the next commit
             else:
                 self._writing = False
 
@@ -694,39 +776,29 @@ class Store:
         decision: EndDecision,
     ) -> bool:
         """Record the end of an attempt and what it means for the job, exactly once."""
+        return await self.finish(
+            attempt, AttemptEnd(outcome, exit_code, error, node, at, source, decision)
+        )
 
-        def txn(db: sqlite3.Connection) -> bool:
-            cur = db.execute(
-                "UPDATE attempts SET phase='ended', outcome=?, exit_code=?, error=?,"
-                " node=coalesce(?, node), ended=? WHERE id=? AND phase != 'ended'",
-                (outcome.value, exit_code, error, node, at, attempt.id),
-            )
-            if cur.rowcount != 1:
-                return False
-            terminal = decision.state in TERMINAL
-            db.execute(
-                "UPDATE jobs SET state=?, updated=?, not_before=?, exit_code=?, error=?,"
-                " node=coalesce(?, node), finished=?, runs=runs+?, losses=losses+?"
-                " WHERE id=? AND attempts=?",
-                (
-                    decision.state.value,
-                    at,
-                    decision.not_before,
-                    exit_code,
-                    error,
-                    node,
-                    at if terminal else None,
-                    int(decision.counts_as_run),
-                    int(decision.counts_as_loss),
-                    attempt.job_id,
-                    attempt.n,
-                ),
-            )
-            detail = decision.detail or error
-            if exit_code is not None:
-                detail = f"exit {exit_code}" + (f": {detail}" if detail else "")
-            _transition(db, attempt.job_id, attempt.id, decision.state.value, at, source, detail)
-            return True
+    async def finish(self, attempt: AttemptRow, end: AttemptEnd) -> bool:
+        """:meth:`finish_attempt` with the end as one value; ``False`` if recorded before."""
+        return await self._txn(lambda db: _finish(db, attempt, end))
+
+    async def finish_with_logs(
+        self,
+        attempt: AttemptRow,
+        end: AttemptEnd,
+        stdout: bytes,
+        stderr: bytes,
+        cap: int = DEFAULT_LOG_CAP,
+    ) -> tuple[bool, JobSnapshot | None]:
+        """The end and the logs in one transaction (logs read at once from a local container),
+        then the job and its logs read back: (recorded now, snapshot)."""
+
+        def txn(db: sqlite3.Connection) -> tuple[bool, JobSnapshot | None]:
+            recorded = _finish(db, attempt, end)
+            _keep_logs(db, attempt.id, stdout, stderr, cap)
+            return recorded, _snapshot(db, attempt.job_id)
 
         return await self._txn(txn)
 
@@ -746,15 +818,7 @@ class Store:
         """
 
         def txn(db: sqlite3.Connection) -> JobSnapshot | None:
-            for stream, data in (("stdout", stdout), ("stderr", stderr)):
-                kept = data[-cap:] if cap and len(data) > cap else data
-                db.execute(
-                    "INSERT INTO logs(attempt_id, stream, data, size, truncated) VALUES (?,?,?,?,?)"
-                    " ON CONFLICT(attempt_id, stream) DO UPDATE SET data=excluded.data,"
-                    " size=excluded.size, truncated=excluded.truncated",
-                    (attempt_id, stream, kept, len(data), int(len(kept) < len(data))),
-                )
-            db.execute("UPDATE attempts SET logs_saved=1 WHERE id=?", (attempt_id,))
+            _keep_logs(db, attempt_id, stdout, stderr, cap)
             return _snapshot(db, snapshot) if snapshot else None
 
         return await self._txn(txn)

@@ -21,7 +21,7 @@ from covey.engine import ATTEMPT_LABEL, Unavailable
 from covey.errors import EngineError
 from covey.policy import decide
 from covey.states import FINAL_STATE, JobState, Observation, Outcome, Phase
-from covey.store import EndDecision
+from covey.store import AttemptEnd, EndDecision
 
 CONFIRM_INTERVAL = 0.25
 BUSY_INTERVAL = 1.0
@@ -58,10 +58,8 @@ def end_decision(live: Live, outcome: Outcome, exit_code: int | None) -> EndDeci
     )
 
 
-async def record_end(ctx: Context, live: Live, obs: Observation, source: str) -> None:
-    """Record an attempt's end once and hand the attempt to the reaper."""
-    if live.ended:
-        return
+def conclude(ctx: Context, live: Live, obs: Observation, source: str) -> AttemptEnd:
+    """Mark the attempt ended (in memory) and decide what its end means for the job."""
     live.ended = True
     live.phase = Phase.ENDED
     outcome = obs.outcome or Outcome.LOST
@@ -72,33 +70,55 @@ async def record_end(ctx: Context, live: Live, obs: Observation, source: str) ->
         error = f"deadline of {live.spec.timeout:g}s reached"
     elif live.stop_reason == "cancel":
         outcome, exit_code, error = Outcome.CANCELLED, None, "cancelled"
-    live.end = Observation(Phase.ENDED, outcome, exit_code, error, obs.node_id or live.node_id)
+    node_id = obs.node_id or live.node_id
+    live.end = Observation(Phase.ENDED, outcome, exit_code, error, node_id)
     decision = end_decision(live, outcome, exit_code)
-    recorded = await ctx.store.finish_attempt(
-        live.attempt,
-        outcome=outcome,
-        exit_code=exit_code,
-        error=error,
-        node=ctx.node_name(obs.node_id or live.node_id),
-        at=time.time(),
-        source=source,
-        decision=decision,
+    return AttemptEnd(
+        outcome,
+        exit_code,
+        error,
+        ctx.node_name(node_id),
+        time.time(),
+        source,
+        decision,
+        live.engine_id,
     )
-    if recorded:
-        if decision.state is JobState.RETRYING:
-            ctx.new_work = True  # due again after its backoff: the submitter must read it
-        if source == "event":
-            ctx.counters.recorded_from_event += 1
-        else:
-            ctx.counters.recorded_from_poll += 1
-        log.debug(
-            "job %s attempt %s %s -> %s (%s)",
-            live.job.id,
-            live.attempt.n,
-            outcome.value,
-            decision.state.value,
-            source,
-        )
+
+
+def noted(ctx: Context, live: Live, end: AttemptEnd) -> None:
+    """An end was recorded just now: counters, the submitter's cue, the debug line."""
+    if end.decision.state is JobState.RETRYING:
+        ctx.new_work = True  # due again after its backoff: the submitter must read it
+    if end.source == "event":
+        ctx.counters.recorded_from_event += 1
+    else:
+        ctx.counters.recorded_from_poll += 1
+    log.debug(
+        "job %s attempt %s %s -> %s (%s)",
+        live.job.id,
+        live.attempt.n,
+        end.outcome.value,
+        end.decision.state.value,
+        end.source,
+    )
+
+
+async def record_end(ctx: Context, live: Live, obs: Observation, source: str) -> None:
+    """Record an attempt's end once and hand the attempt to the reaper."""
+    if live.ended:
+        return
+    end = conclude(ctx, live, obs, source)
+    if await ctx.store.finish(live.attempt, end):
+        noted(ctx, live, end)
+    await ctx.to_reaper.send(live)
+
+
+async def end_with_logs(ctx: Context, live: Live, obs: Observation) -> None:
+    """A zero exit of a local container: the reaper reads its logs at once and records the
+    end together with them, one store commit instead of two (see ``reaper.record_with_logs``)."""
+    if live.ended:
+        return
+    live.unrecorded = conclude(ctx, live, obs, "event")
     await ctx.to_reaper.send(live)
 
 
@@ -123,16 +143,18 @@ async def apply(ctx: Context, live: Live, obs: Observation, source: str) -> None
         live.pending_reason = obs.error or live.pending_reason
 
 
-def ended_here(ctx: Context, live: Live, container: str) -> None:
+def ended_here(ctx: Context, live: Live, container: str) -> bool:
     """A zero exit seen in a ``die`` event of this engine: the container, with its complete
     logs, is local. Unless the job reserves CPU or memory (whose release must wait until the
     manager has taken in the end, or the next job would be refused for lack of resources),
-    the reaper need not wait for a listing: that saves most of the listings of a batch."""
+    the reaper need not wait for a listing: that saves most of the listings of a batch.
+    ``True`` when it need not."""
     live.container = container
     if live.reserves and ctx.backend.mode == "swarm":
         ctx.look.set()  # the reaper waits for the listing
-    else:
-        live.confirmed.set()
+        return False
+    live.confirmed.set()
+    return True
 
 
 async def poll_once(ctx: Context) -> None:
@@ -287,10 +309,11 @@ async def event_loop(
                     continue
                 live = ctx.live.get(hint[0])
                 if live is not None and not live.ended and not live.stop_reason:
-                    if hint[1].phase is Phase.ENDED:
-                        ended_here(ctx, live, event.actor_id)
                     with anyio.CancelScope(shield=True):
-                        await apply(ctx, live, hint[1], "event")
+                        if hint[1].phase is Phase.ENDED and ended_here(ctx, live, event.actor_id):
+                            await end_with_logs(ctx, live, hint[1])
+                        else:
+                            await apply(ctx, live, hint[1], "event")
         except EngineError as exc:
             log.info("event stream dropped (%s); polling and resubscribing", exc)
         ctx.counters.events_up = False
