@@ -25,6 +25,7 @@ from covey.store import AttemptEnd, EndDecision
 
 CONFIRM_INTERVAL = 0.25
 BUSY_INTERVAL = 1.0
+BUSY_LIVES = 16  # above this many live attempts the busy interval grows with their number
 EVENT_DEBOUNCE = 0.03
 MISSING_GRACE = 10.0
 
@@ -252,7 +253,12 @@ def _interval(ctx: Context) -> float:
     if not lives:
         return max(ctx.options.poll_interval, 2.0)
     if any(live.spec.timeout is not None or live.phase is Phase.PENDING for live in lives):
-        return min(BUSY_INTERVAL, ctx.options.poll_interval)
+        busy = BUSY_INTERVAL
+        if ctx.counters.events_up:
+            # Each listing parses every live task: with many in flight, list less often (up
+            # to the poll interval). Starts and zero exits still arrive at once as events.
+            busy *= max(1.0, len(lives) / BUSY_LIVES)
+        return min(busy, ctx.options.poll_interval)
     return ctx.options.poll_interval
 
 
