@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ TERMINAL = ("succeeded", "failed", "timed_out", "rejected", "lost", "cancelled")
 _ID_TAIL = re.compile(r" (covey-[0-9a-z-]+|[0-9a-z]{20,})$")
 
 
-def _normalise(requests: Counter[str]) -> dict[str, int]:
-    """covey's own request keys name services ('GET logs of covey-ab12-1'): fold them."""
+def fold_ids(requests: Mapping[str, int]) -> dict[str, int]:
+    """Request keys that name a service or container ('GET logs of covey-ab12-1'): fold them."""
     out: Counter[str] = Counter()
     for key, count in requests.items():
         out[_ID_TAIL.sub(" {id}", key)] += count
@@ -59,7 +60,7 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
         wall = time.monotonic() - t0
         counters = vars(client.context.counters).copy()
         assert client.engine is not None
-        requests = _normalise(client.engine.requests)
+        requests = fold_ids(client.engine.requests)
         cap = client.context.governor.max_concurrent
     cpu = time.process_time() - cpu0
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -38,6 +38,7 @@ import anyio
 import anyio.lowlevel
 
 import covey.client
+from bench.covey_run import fold_ids
 from covey import Client, JobSpec, Options
 from covey.engine import Engine
 from covey.records import EngineEvent
@@ -369,9 +370,7 @@ async def simulate(
         tg.cancel_scope.cancel()
     wall = time.monotonic() - t0
     cpu = time.process_time() - cpu0 - engine.sim_cpu
-    requests: Counter[str] = Counter()
-    for key, count in engine.requests.items():
-        requests[key.split(" covey-")[0]] += count
+    requests = fold_ids(engine.requests)
     tracked = state.get("all_tracked", {})
     return {
         "simulated": True,

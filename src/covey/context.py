@@ -20,7 +20,7 @@ from covey.governor import Demand, Governor
 from covey.records import NodeRecord
 from covey.spec import JobSpec
 from covey.states import Observation, Phase
-from covey.store import DEFAULT_LOG_CAP, AttemptEnd, AttemptRow, JobRow, JobSnapshot, Scope, Store
+from covey.store import DEFAULT_LOG_CAP, AttemptRow, JobRow, JobSnapshot, Scope, Store
 
 log = logging.getLogger("covey")
 
@@ -67,7 +67,6 @@ class Live:
     # its die event before the create call returns: it must not be settled before that.
     created: anyio.Event = field(default_factory=anyio.Event)
     end: Observation | None = None
-    unrecorded: AttemptEnd | None = None  # ended, to be recorded with its logs by the reaper
 
     @property
     def spec(self) -> JobSpec:

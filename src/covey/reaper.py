@@ -10,12 +10,10 @@ a job from being recorded: the end is already in the store), store them, then re
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import anyio
 from anyio.abc import TaskStatus
 
-from covey import tracker
 from covey.backend import Backend
 from covey.context import Context, Live, log
 from covey.engine import NotFound, Unavailable, daemon_log_errors
@@ -25,7 +23,6 @@ from covey.store import AttemptRow, JobSnapshot, Store
 
 CONFIRM_TIMEOUT = 10.0
 LOST_LOG_TIMEOUT = 3.0
-EARLY_LOG_TIMEOUT = 2.0
 PARALLEL = 16
 
 
@@ -101,8 +98,6 @@ async def settle(ctx: Context, live: Live) -> None:
         await live.created.wait()  # its end may be known before the create call has returned
     logs_saved = live.attempt.logs_saved  # by us before a restart (the adopted row says so)
     snapshot: JobSnapshot | None = None
-    if live.unrecorded is not None:
-        logs_saved, snapshot = await record_with_logs(ctx, live)
     lost = live.end is not None and live.end.outcome is Outcome.LOST
     if not live.stop_reason and not lost and not live.confirmed.is_set():
         with anyio.move_on_after(CONFIRM_TIMEOUT):
@@ -145,35 +140,6 @@ async def settle(ctx: Context, live: Live) -> None:
         ctx.on_settled(live.job.id, snapshot)
 
 
-async def record_with_logs(ctx: Context, live: Live) -> tuple[bool, JobSnapshot | None]:
-    """Record an end seen in a local ``die`` event together with the container's logs, read
-    at once (they are complete by then): one commit for both. If the logs cannot be read
-    quickly the end is recorded alone, without waiting longer; the logs follow the usual way.
-    Returns (logs saved, the job and its logs as stored)."""
-    end, live.unrecorded = live.unrecorded, None
-    assert end is not None
-    try:
-        with anyio.fail_after(EARLY_LOG_TIMEOUT + 1):
-            out, err = await ctx.backend.logs(live.attempt, EARLY_LOG_TIMEOUT, live.container)
-    except (EngineError, TimeoutError) as exc:
-        log.info(
-            "logs of %s not read at its end (%s): recording the end alone",
-            live.attempt.service,
-            exc,
-        )
-        end = replace(end, at=time.time(), engine_id=live.engine_id)
-        if await ctx.store.finish(live.attempt, end):
-            tracker.noted(ctx, live, end)
-        return False, None
-    end = replace(end, at=time.time(), engine_id=live.engine_id)  # the logs read included
-    recorded, snapshot = await ctx.store.finish_with_logs(
-        live.attempt, end, out, err, ctx.options.log_cap
-    )
-    if recorded:
-        tracker.noted(ctx, live, end)
-    return True, snapshot
-
-
 def _keep(ctx: Context, live: Live) -> bool:
     if ctx.options.keep:
         return True
@@ -193,6 +159,8 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
     async def one(live: Live) -> None:
         # Not shielded: a stop must be quick. Every step is idempotent and its store write is
         # shielded, so an attempt cut off here is settled by the next reconcile.
+        if live.confirmed.is_set() and not live.stop_reason:
+            _release(ctx, live)  # its capacity is free at once, not after other jobs' removals
         async with limiter:
             await settle(ctx, live)
 

@@ -25,6 +25,7 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 import anyio
+import anyio.lowlevel
 import platformdirs
 
 from covey.errors import StoreError
@@ -540,8 +541,14 @@ class Store:
             await self._txn(_nothing)
 
     async def _commit_queued(self) -> None:
-        """Lead: commit everything queued in one hop, then hand the lead to who came since."""
+        """Lead: commit everything queued in one hop, then hand the lead to who came since.
+
+        The leader lets the tasks that are ready run first (one checkpoint): writes caused by
+        the same wake-up (a job's end, and the next job's admission it frees room for) then
+        share this commit instead of queueing for the next.
+        """
         self._writing = True
+        await anyio.lowlevel.checkpoint()
         batch, self._queue = self._queue, []
         try:
             await self._conn._execute(_commit, self._conn._conn, batch)  # type: ignore[no-untyped-call]
@@ -783,24 +790,6 @@ class Store:
     async def finish(self, attempt: AttemptRow, end: AttemptEnd) -> bool:
         """:meth:`finish_attempt` with the end as one value; ``False`` if recorded before."""
         return await self._txn(lambda db: _finish(db, attempt, end))
-
-    async def finish_with_logs(
-        self,
-        attempt: AttemptRow,
-        end: AttemptEnd,
-        stdout: bytes,
-        stderr: bytes,
-        cap: int = DEFAULT_LOG_CAP,
-    ) -> tuple[bool, JobSnapshot | None]:
-        """The end and the logs in one transaction (logs read at once from a local container),
-        then the job and its logs read back: (recorded now, snapshot)."""
-
-        def txn(db: sqlite3.Connection) -> tuple[bool, JobSnapshot | None]:
-            recorded = _finish(db, attempt, end)
-            _keep_logs(db, attempt.id, stdout, stderr, cap)
-            return recorded, _snapshot(db, attempt.job_id)
-
-        return await self._txn(txn)
 
     async def save_logs(
         self,

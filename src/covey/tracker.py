@@ -114,15 +114,6 @@ async def record_end(ctx: Context, live: Live, obs: Observation, source: str) ->
     await ctx.to_reaper.send(live)
 
 
-async def end_with_logs(ctx: Context, live: Live, obs: Observation) -> None:
-    """A zero exit of a local container: the reaper reads its logs at once and records the
-    end together with them, one store commit instead of two (see ``reaper.record_with_logs``)."""
-    if live.ended:
-        return
-    live.unrecorded = conclude(ctx, live, obs, "event")
-    await ctx.to_reaper.send(live)
-
-
 async def apply(ctx: Context, live: Live, obs: Observation, source: str) -> None:
     """Fold one observation of an attempt into the store and the governor."""
     if obs.node_id:
@@ -144,18 +135,19 @@ async def apply(ctx: Context, live: Live, obs: Observation, source: str) -> None
         live.pending_reason = obs.error or live.pending_reason
 
 
-def ended_here(ctx: Context, live: Live, container: str) -> bool:
+def ended_here(ctx: Context, live: Live, container: str) -> None:
     """A zero exit seen in a ``die`` event of this engine: the container, with its complete
     logs, is local. Unless the job reserves CPU or memory (whose release must wait until the
     manager has taken in the end, or the next job would be refused for lack of resources),
-    the reaper need not wait for a listing: that saves most of the listings of a batch.
-    ``True`` when it need not."""
+    the reaper need not wait for a listing: that saves most of the listings of a batch."""
     live.container = container
     if live.reserves and ctx.backend.mode == "swarm":
         ctx.look.set()  # the reaper waits for the listing
-        return False
+        return
     live.confirmed.set()
-    return True
+    # Room for the next job at once: its admission's write then shares this end's commit.
+    if ctx.governor.release(live.job.id):
+        ctx.work.set()
 
 
 async def poll_once(ctx: Context) -> None:
@@ -315,11 +307,10 @@ async def event_loop(
                     continue
                 live = ctx.live.get(hint[0])
                 if live is not None and not live.ended and not live.stop_reason:
+                    if hint[1].phase is Phase.ENDED:
+                        ended_here(ctx, live, event.actor_id)
                     with anyio.CancelScope(shield=True):
-                        if hint[1].phase is Phase.ENDED and ended_here(ctx, live, event.actor_id):
-                            await end_with_logs(ctx, live, hint[1])
-                        else:
-                            await apply(ctx, live, hint[1], "event")
+                        await apply(ctx, live, hint[1], "event")
         except EngineError as exc:
             log.info("event stream dropped (%s); polling and resubscribing", exc)
         ctx.counters.events_up = False

@@ -18,7 +18,6 @@ from covey.spec import JobSpec, RetryPolicy
 from covey.states import JobState, Outcome
 from covey.store import (
     SCHEMA_VERSION,
-    AttemptEnd,
     AttemptRow,
     EndDecision,
     JobRow,
@@ -569,31 +568,6 @@ async def test_deferred_writes_are_committed_at_close(tmp_path: Path) -> None:
         store.mark_removed(attempt.id)
     async with Store.open(path) as again:
         assert await again.open_attempts_all() == []
-
-
-async def test_an_end_with_its_logs_is_one_commit_and_still_recorded_once(store: Store) -> None:
-    job = await one_job(store)
-    attempt = await store.begin_attempt(job, "swarm")
-    assert attempt is not None
-    end = AttemptEnd(
-        Outcome.SUCCEEDED,
-        0,
-        None,
-        "n1",
-        time.time(),
-        "event",
-        EndDecision(JobState.SUCCEEDED),
-        engine_id="svc-9",
-    )
-    recorded, snapshot = await store.finish_with_logs(attempt, end, b"out\n", b"err\n", 3)
-    assert recorded and snapshot is not None
-    assert snapshot.job.state is JobState.SUCCEEDED
-    assert (snapshot.logs["stdout"].data, snapshot.logs["stdout"].truncated) == (b"ut\n", True)
-    row = await store.attempt(attempt.id)
-    assert row is not None and (row.engine_id, row.logs_saved) == ("svc-9", True)
-    again, _ = await store.finish_with_logs(attempt, end, b"", b"", 3)
-    assert not again
-    assert [t.state for t in await store.transitions(job.id)].count("succeeded") == 1
 
 
 async def test_a_stale_due_row_starts_no_attempt(store: Store) -> None:
