@@ -326,15 +326,15 @@ creates, polls, logs, removals and the event subscription). Wall time runs from 
 request until every job's outcome is known and its service is removed. Ratios are jobs/s
 divided by the engine ceiling's jobs/s in the same variant. The sequential seed approach runs
 fewer jobs (it manages about one a second); its jobs/s are still comparable. covey runs in a
-child process of its own (`bench/covey_run.py`) so its CPU and RSS are its own, and so do the
-two floor clients (`bench/minimal.py`: per job only create, the `die` event, the container's
-logs and remove; no store, no tracking, no retries), which show what any client pays here for
-the same requests, with covey's HTTP stack (aiohttp) and with hand-written HTTP/1.1 ("client
-CPU" is measured only for these three; the other approaches share the benchmark's process);
-exit → recorded
-is the store's `transitions.at` of each terminal state minus the container's `die` event
-`timeNano`, from an event subscription of the benchmark itself. Replicated-job leaves its
-containers behind on Engine 20.10 (moby 42789/44312): they are removed after its measurement."""
+child process of its own (`bench/covey_run.py`) so its CPU and RSS are its own. So do the two
+floor clients (`bench/minimal.py`: per job only create, the `die` event, the container's logs
+and remove; no store, no tracking, no retries): they show what any client pays here for the
+same requests, with covey's HTTP stack (aiohttp) and with hand-written HTTP/1.1. "Client CPU"
+is measured for these three only; the other approaches share the benchmark's process.
+Exit → recorded is the store's `transitions.at` of each terminal state minus the container's
+`die` event `timeNano`, from an event subscription of the benchmark itself. Replicated-job
+leaves its containers behind on Engine 20.10 (moby 42789/44312): they are removed after its
+measurement."""
 
 
 def summary(results: dict[str, Any]) -> str:
