@@ -100,12 +100,19 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
     task_status.started()
     due: deque[JobRow] = deque()  # read ahead, oldest first
     quiet_until: float | None = None  # nothing is due before this (None: read the store)
+    version: int | None = None  # the store's data version when a supervisor last looked
     async with anyio.create_task_group() as tg:
         while True:
+            if ctx.options.supervise:
+                # Producers (`covey submit`, `covey retry`) are other processes: one cheap
+                # pragma says whether any of them committed since, instead of reading the queue.
+                seen, version = version, await ctx.store.data_version()
+                if seen != version:
+                    ctx.new_work = True
             blocked = False
             now = time.time()
             if due or ctx.new_work or quiet_until is None or now >= quiet_until:
-                ctx.new_work = ctx.options.supervise  # a supervisor's producers add work any time
+                ctx.new_work = False
                 blocked = await _admit_due(ctx, tg, due)
                 quiet_until = None
                 if not due and not blocked:  # all admitted: until when is nothing due?
