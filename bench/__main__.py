@@ -38,6 +38,7 @@ ENGINE_APPROACHES = (
     "replicated-job",
 )
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
+WARMUP = 40
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -152,8 +153,11 @@ async def measure(args: argparse.Namespace, docker_host: str, work: Path) -> dic
                 "die": die,
                 "covey_cap": AUTO_PER_CPU * max(1, int(info.get("engine_ncpu") or 1)),
             }
-            print(f"bench: warm-up ({min(4, args.n)} jobs)", flush=True)
-            await baselines.ceiling(via, run_id, min(4, args.n), ["true"], "warmup")
+            # A fresh engine is slow for its first few dozen services: warm it up with as
+            # many jobs as run at once, or the first approach measured pays for it.
+            warmup = min(WARMUP, args.n)
+            print(f"bench: warm-up ({warmup} jobs)", flush=True)
+            await baselines.ceiling(via, run_id, warmup, ["true"], "warmup")
             await harness.quiesce(direct, run_id)
             plan = [(v, a) for v in variants for a in order]
             if "replicated-job" in names:
