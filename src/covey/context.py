@@ -188,6 +188,11 @@ class Context:
         self.to_reaper: MemoryObjectSendStream[Live] = send
         self.reaper_inbox: MemoryObjectReceiveStream[Live] = receive
 
+    def release(self, job_id: str) -> None:
+        """Give a job's booking back to the governor and wake the submitter if it had one."""
+        if self.governor.release(job_id):
+            self.work.set()
+
     def live_for_job(self, job_id: str) -> Live | None:
         return self.live.for_job(job_id)
 

@@ -103,7 +103,7 @@ async def settle(ctx: Context, live: Live) -> None:
         with anyio.move_on_after(CONFIRM_TIMEOUT):
             await live.confirmed.wait()
     if not live.stop_reason:
-        _release(ctx, live)
+        ctx.release(live.job.id)
     # Saved by `covey cancel` in another process meanwhile: then the read fails and save_logs
     # finds them in the store.
     wanted = ctx.on_settled is not None
@@ -132,7 +132,7 @@ async def settle(ctx: Context, live: Live) -> None:
     # reply was lost may still have made the service (a 404 means there is nothing to do).
     if _keep(ctx, live) or await remove_with_retry(ctx.backend, live.attempt):
         ctx.store.mark_removed(live.attempt.id)
-    _release(ctx, live)
+    ctx.release(live.job.id)
     ctx.live.pop(live.attempt.id, None)
     if not ctx.live:  # nothing left in flight: commit the deferred notes now, not next round
         await ctx.store.flush()
@@ -147,11 +147,6 @@ def _keep(ctx: Context, live: Live) -> bool:
     return ctx.options.keep_failed is not None and outcome is not Outcome.SUCCEEDED
 
 
-def _release(ctx: Context, live: Live) -> None:
-    if ctx.governor.release(live.job.id):
-        ctx.work.set()
-
-
 async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Settle ended attempts as they arrive, several at once."""
     limiter = anyio.CapacityLimiter(PARALLEL)
@@ -160,7 +155,7 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
         # Not shielded: a stop must be quick. Every step is idempotent and its store write is
         # shielded, so an attempt cut off here is settled by the next reconcile.
         if live.confirmed.is_set() and not live.stop_reason:
-            _release(ctx, live)  # its capacity is free at once, not after other jobs' removals
+            ctx.release(live.job.id)  # its capacity is free at once, not after other jobs' removals
         async with limiter:
             await settle(ctx, live)
 

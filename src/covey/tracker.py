@@ -146,8 +146,7 @@ def ended_here(ctx: Context, live: Live, container: str) -> None:
         return
     live.confirmed.set()
     # Room for the next job at once: its admission's write then shares this end's commit.
-    if ctx.governor.release(live.job.id):
-        ctx.work.set()
+    ctx.release(live.job.id)
 
 
 async def poll_once(ctx: Context) -> None:
