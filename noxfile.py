@@ -1,4 +1,4 @@
-"""Developer sessions: lint, typecheck, tests, bench (``nox -s NAME``)."""
+"""Developer sessions: lint, typecheck, tests, soak, bench (``nox -s NAME``)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 def lint(session: nox.Session) -> None:
     """ruff: style and the complexity cap on every Python file we ship or run."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
-    session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "bench", "soak", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "bench", "soak", "noxfile.py")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package."""
+    """mypy --strict on the package and the soak driver."""
     session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
     session.run("mypy")
 
@@ -31,6 +31,18 @@ def tests(session: nox.Session) -> None:
     """Unit tests, then the real-engine tests (the engines are started by tests/conftest.py)."""
     session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test"))
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """The soak (soak/driver.py; its own private engine "soak"): 300 jobs through
+    ``covey supervise`` with 10 kill -9 of it, a dockerd restart, a cut event stream and cancels
+    of single jobs, then an audit of the store against the jobs' side effects. CI runs it.
+
+    ``nox -s soak -- --seed N`` repeats a run; any ``python -m soak`` flag after ``--``.
+    """
+    session.install("-e", ".")
+    session.run("python", "-m", "soak", *session.posargs)
 
 
 @nox.session

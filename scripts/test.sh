@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test.sh - the one test command: lint, typecheck and the tests (unit + real private engines).
+# test.sh - the one test command: lint, typecheck, the tests (unit + real private engines), soak.
 #
 # usage: scripts/test.sh [PYTEST ARGS...]
 #   e.g. scripts/test.sh -k harness -x
@@ -7,16 +7,20 @@
 # Installs what a fresh Debian machine lacks (apt: docker.io busybox-static iproute2, and
 # python3-venv/python3-pip when Python lacks them; pip: nox), then runs
 #   python3 -m nox -s lint typecheck tests -- PYTEST ARGS
+#   python3 -m nox -s soak      (when those pass; about 4 minutes)
 # The engines the tests need are started (and stopped) by tests/conftest.py through
-# scripts/engine.sh and scripts/cluster.sh. Needs root or passwordless sudo.
+# scripts/engine.sh and scripts/cluster.sh; the soak (soak/driver.py: 300 jobs through
+# `covey supervise` under kill -9, a dockerd restart, a cut event stream and cancels) starts
+# and stops its own engine "soak". Needs root or passwordless sudo.
 # Environment: COVEY_KEEP_ENGINE=1 keeps the engines up between runs;
-# COVEY_TEST_DOCKER_HOST=unix:///... runs the swarm tests against an engine of yours.
+# COVEY_TEST_DOCKER_HOST=unix:///... runs the swarm tests against an engine of yours;
+# COVEY_SOAK=0 skips the soak; COVEY_SOAK_SEED=N repeats a soak run.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
 case ${1:-} in
 -h | --help)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 esac
@@ -65,4 +69,9 @@ elif ! python3 -c 'import nox' >/dev/null 2>&1; then
     fi
 fi
 
-exec "$NOX_PY" -m nox -s lint typecheck tests -- "$@" </dev/null
+"$NOX_PY" -m nox -s lint typecheck tests -- "$@" </dev/null
+if [ "${COVEY_SOAK:-1}" = 0 ]; then
+    log "COVEY_SOAK=0: not running the soak"
+    exit 0
+fi
+exec "$NOX_PY" -m nox -s soak </dev/null

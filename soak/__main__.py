@@ -1,0 +1,5 @@
+import sys
+
+from soak.driver import main
+
+sys.exit(main())
