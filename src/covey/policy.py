@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 from covey.spec import RetryPolicy
+from covey.states import Outcome
 
-Outcome = Literal["succeeded", "failed", "timed_out", "rejected", "lost", "cancelled"]
-OUTCOMES: tuple[str, ...] = get_args(Outcome)
+OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
 
 LOST_MAX_DELAY = 10.0
 """Cap on the wait before re-running a lost job: the job did nothing wrong, so be quick."""

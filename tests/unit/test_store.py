@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
+import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import anyio
+import anyio.lowlevel
 import pytest
 
-import covey.store
+import covey.store.handle
+from covey import holders
 from covey.errors import StoreError
-from covey.policy import decide
 from covey.spec import JobSpec, RetryPolicy
 from covey.states import JobState, Outcome
 from covey.store import (
     SCHEMA_VERSION,
+    AttemptEnd,
     AttemptRow,
-    EndDecision,
+    HolderRow,
     JobRow,
     Scope,
     Store,
+    writes,
 )
+from covey.store.writer import GroupWriter, Tx, Write
 
 SPEC = JobSpec(image="busybox:latest", command=("true",))
 
@@ -58,19 +67,11 @@ async def end(
     node: str | None = None,
     at: float | None = None,
     source: str = "poll",
-    decision: EndDecision | None = None,
 ) -> bool:
-    """``finish_attempt`` with the usual arguments: the outcome named like the state."""
-    return await store.finish_attempt(
-        attempt,
-        outcome=outcome or Outcome(state.value),
-        exit_code=code,
-        error=error,
-        node=node,
-        at=time.time() if at is None else at,
-        source=source,
-        decision=decision or EndDecision(state),
-    )
+    """Record an attempt's end, the outcome named like the state; whether it was recorded."""
+    when = time.time() if at is None else at
+    ended = AttemptEnd(outcome or Outcome(state.value), code, error, node, when, source)
+    return await store.finish(attempt, ended) is not None
 
 
 # -- schema ------------------------------------------------------------------------------------
@@ -274,16 +275,7 @@ async def test_retry_decisions_move_the_job_through_retrying(store: Store) -> No
         assert [j.id for j in await store.due_jobs(now + 1000, 10, Scope(None))] == [job.id]
         attempt = await store.begin_attempt(job, "swarm")
         assert (attempt.n, attempt.service) == (n, f"covey-{job.id}-{n}")
-        verdict = decide(policy, "failed", 75, job.runs + 1, job.losses)
-        state = JobState.RETRYING if verdict.retry else JobState.FAILED
-        decision = EndDecision(
-            state,
-            not_before=now + verdict.delay if verdict.retry else None,
-            detail=verdict.reason,
-        )
-        assert await end(
-            store, attempt, state, outcome=Outcome.FAILED, code=75, at=now, decision=decision
-        )
+        assert await end(store, attempt, JobState.FAILED, code=75, at=now)
         job = await reload(store, job)
         if n < 3:
             assert job.state is JobState.RETRYING
@@ -315,15 +307,33 @@ async def test_retry_decisions_move_the_job_through_retrying(store: Store) -> No
 async def test_a_loss_uses_the_loss_budget(store: Store) -> None:
     job = await one_job(store)
     attempt = await store.begin_attempt(job, "swarm")
-    decision = EndDecision(
-        JobState.RETRYING,
-        not_before=time.time(),
-        counts_as_run=False,
-        counts_as_loss=True,
-    )
-    await end(store, attempt, JobState.RETRYING, outcome=Outcome.LOST, decision=decision)
+    await end(store, attempt, JobState.LOST)
     job = await reload(store, job)
     assert (job.state, job.runs, job.losses) == (JobState.RETRYING, 0, 1)
+
+
+async def test_a_cancel_recorded_while_an_attempt_ran_wins_over_its_retry(store: Store) -> None:
+    """Issue 12, item 1: the end is decided from the job as the store holds it when the end
+    is recorded; a retry decided from a copy read before the cancel left jobs stuck."""
+    policy = RetryPolicy(attempts=3, backoff=5.0)
+    job = await one_job(store, SPEC.with_changes(retry=policy))
+    attempt = await store.begin_attempt(job, "swarm")
+    assert attempt is not None
+    await store.request_cancel([job.id])  # while the attempt runs
+    assert await end(store, attempt, JobState.FAILED, code=1)
+    job = await reload(store, job)
+    assert (job.state, job.not_before) == (JobState.CANCELLED, None)
+    assert job.finished is not None
+    assert await store.due_jobs(time.time() + 1000, 10, Scope(None)) == []
+
+
+async def test_a_success_before_the_cancel_reached_it_stays_a_success(store: Store) -> None:
+    job = await one_job(store)
+    attempt = await store.begin_attempt(job, "swarm")
+    assert attempt is not None
+    await store.request_cancel([job.id])
+    assert await end(store, attempt, JobState.SUCCEEDED, code=0)
+    assert (await reload(store, job)).state is JobState.SUCCEEDED
 
 
 # -- logs --------------------------------------------------------------------------------------
@@ -423,7 +433,7 @@ async def test_resolve_by_id_prefix_name_and_batch(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = iter(["b0b0b0b0b0b0", "aaaa11110000", "aaaa22220000", "cccc33330000"])
-    monkeypatch.setattr(covey.store, "new_id", lambda: next(ids))
+    monkeypatch.setattr(covey.store.handle, "new_id", lambda: next(ids))
     batch_id, (first, second, third), _ = await store.create_batch(
         [SPEC.with_changes(name="alpha"), SPEC.with_changes(name="beta"), SPEC]
     )
@@ -441,7 +451,8 @@ async def test_resolve_by_id_prefix_name_and_batch(
 
 
 async def test_due_jobs_respects_not_before_scope_and_limit(store: Store) -> None:
-    queue_batch, queue_ids, _ = await store.create_batch([SPEC, SPEC, SPEC])
+    retried = SPEC.with_changes(retry=RetryPolicy(attempts=2, backoff=30.0))
+    queue_batch, queue_ids, _ = await store.create_batch([retried, SPEC, SPEC])
     run_batch, run_ids, _ = await store.create_batch([SPEC, SPEC], owner="run")
     now = time.time()
 
@@ -461,12 +472,14 @@ async def test_due_jobs_respects_not_before_scope_and_limit(store: Store) -> Non
     assert job is not None
     attempt = await store.begin_attempt(job, "swarm")
     assert ids(await store.due_jobs(now, 10, Scope(None))) == queue_ids[1:]  # pending: not due
-    retry = EndDecision(JobState.RETRYING, not_before=now + 30)
-    await end(store, attempt, JobState.RETRYING, outcome=Outcome.FAILED, code=1, decision=retry)
+    await end(store, attempt, JobState.FAILED, code=1, at=now)
+    # the backoff counts from when the end was recorded (a moment after ``now``)
     assert ids(await store.due_jobs(now, 10, Scope(None))) == queue_ids[1:]
-    assert ids(await store.due_jobs(now + 29, 10, Scope(None))) == queue_ids[1:]
-    assert ids(await store.due_jobs(now + 30, 10, Scope(None))) == queue_ids
-    assert await store.next_due(Scope(None)) == pytest.approx(now + 30)
+    assert (
+        ids(await store.due_jobs(now + 29, 10, Scope(None))) == queue_ids[1:]
+    )  # backoff counts from the recording
+    assert ids(await store.due_jobs(now + 31, 10, Scope(None))) == queue_ids
+    assert await store.next_due(Scope(None)) == pytest.approx(now + 30, abs=1.0)
     assert await store.next_due(Scope((run_batch,))) is None
 
 
@@ -504,25 +517,27 @@ async def test_concurrent_writes_share_commits_and_fail_alone(store: Store) -> N
     _, ids, _ = await store.create_batch([SPEC] * 20)
     jobs = await store.jobs_by_id(ids)
     bad = jobs[7]
-    hops = 0
-    real = store._conn._execute
+    commits = 0
+    writer = store._writer
+    assert writer is not None
+    real = writer._transaction
 
-    async def counting(fn: Any, *args: Any) -> Any:
-        nonlocal hops
-        hops += 1
-        return await real(fn, *args)
+    async def counting(batch: Any) -> None:
+        nonlocal commits
+        commits += 1
+        await real(batch)
 
-    store._conn._execute = counting  # type: ignore[method-assign]
+    writer._transaction = counting  # type: ignore[method-assign]
 
     async def write(job: JobRow) -> str:
         if job is bad:
 
-            def broken(db: sqlite3.Connection) -> None:
-                db.execute("UPDATE jobs SET error='half' WHERE id=?", (job.id,))
-                db.execute("INSERT INTO no_such_table VALUES (1)")
+            async def broken(tx: Tx) -> None:
+                await tx.run("UPDATE jobs SET error='half' WHERE id=?", (job.id,))
+                await tx.run("INSERT INTO no_such_table VALUES (1)")
 
             try:
-                await store._txn(broken)
+                await writer.write(broken)
             except sqlite3.OperationalError:
                 return "failed"
             return "committed"
@@ -539,7 +554,7 @@ async def test_concurrent_writes_share_commits_and_fail_alone(store: Store) -> N
             tg.start_soon(one, job)
     assert outcomes[bad.id] == "failed"
     assert sum(v == "committed" for v in outcomes.values()) == 19
-    assert hops < 20  # the writes shared transactions
+    assert commits < 10  # the writes shared transactions
     states = {j.id: (j.state, j.error) for j in await store.jobs_by_id(ids)}
     assert states[bad.id] == (JobState.QUEUED, None)  # its half was undone, nothing else
     assert all(s == (JobState.PENDING, None) for i, s in states.items() if i != bad.id)
@@ -586,3 +601,625 @@ async def test_two_connections_share_one_file(tmp_path: Path) -> None:
             await producer.create_batch([SPEC])
         assert await supervisor.data_version() != before
         assert len(await supervisor.due_jobs(time.time(), 10, Scope(None))) == 3
+
+
+# -- who can read the store --------------------------------------------------------------------
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)  # the usual one: what it lets through is what a store must not
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(covey.store.handle, "_warned", set())
+
+
+async def test_a_new_store_is_for_its_owner_only(tmp_path: Path, umask_022: None) -> None:
+    """It holds every job's environment and logs: the file, its WAL and SHM, and every
+    directory made for it are the owner's only."""
+    path = tmp_path / "data" / "covey" / "covey.db"
+    async with Store.open(path) as store:
+        await store.create_batch([SPEC.with_changes(env=(("TOKEN", "s3cret"),))])
+        wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+        assert {p.name: mode(p) for p in (path, wal, shm)} == {
+            "covey.db": 0o600,
+            "covey.db-wal": 0o600,
+            "covey.db-shm": 0o600,
+        }
+    assert mode(path) == 0o600
+    assert mode(path.parent) == 0o700
+    assert mode(path.parent.parent) == 0o700
+
+
+async def test_a_store_others_can_read_is_warned_about_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fresh_warnings: None, umask_022: None
+) -> None:
+    path = tmp_path / "covey.db"
+    async with Store.open(path):
+        pass
+    assert capsys.readouterr().err == ""  # a new store: nothing to say
+    async with Store.open(path):
+        pass
+    assert capsys.readouterr().err == ""  # mode 600: nothing to say
+    path.chmod(0o644)
+    for readonly in (False, True, False):
+        async with Store.open(path, readonly=readonly) as store:
+            assert await store.jobs() == []
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines  # once per process, however often it is opened
+    assert str(path) in lines[0]
+    assert f"chmod 600 {path}" in lines[0]
+    assert "644" in lines[0]
+    assert mode(path) == 0o644  # a warning, not a change behind the user's back
+
+
+# -- locks held by other processes -------------------------------------------------------------
+
+
+@pytest.fixture
+def other_writer(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """Another process's connection to the store, e.g. a sqlite3 shell (not in a transaction
+    until the test begins one)."""
+    conn = sqlite3.connect(tmp_path / "covey.db", isolation_level=None, timeout=0)
+    try:
+        yield conn
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
+
+
+async def test_reads_never_wait_for_another_process_write(
+    tmp_path: Path, other_writer: sqlite3.Connection
+) -> None:
+    """``ls``, ``show`` and ``wait`` open the store read-only: they read what is committed
+    while another process holds the write lock, at once."""
+    path = tmp_path / "covey.db"
+    async with Store.open(path) as store:
+        batch_id, ids, _ = await store.create_batch([SPEC, SPEC])
+    other_writer.execute("BEGIN IMMEDIATE")
+    other_writer.execute("UPDATE jobs SET state='running'")  # not committed
+    started = time.monotonic()
+    async with Store.open(path, readonly=True) as reader:
+        assert [j.state for j in await reader.jobs()] == [JobState.QUEUED] * 2
+        assert await reader.counts(batch_id) == {"queued": 2}
+        assert await reader.resolve(batch_id) == ("batch", ids)
+        assert await reader.terminal_among(ids) == set()
+        with pytest.raises(StoreError, match="read-only"):
+            await reader.create_batch([SPEC])
+    assert time.monotonic() - started < 1.0  # no busy wait for a lock
+    assert other_writer.in_transaction
+
+
+async def test_a_write_on_a_locked_store_fails_clearly_after_its_patience(
+    tmp_path: Path, other_writer: sqlite3.Connection
+) -> None:
+    path = tmp_path / "covey.db"
+    async with Store.open(path):
+        pass
+    other_writer.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    async with Store.open(path, lock_patience=0.5) as store:  # opening takes no write lock
+        assert await store.jobs() == []
+        with pytest.raises(StoreError) as locked:
+            await store.create_batch([SPEC])
+    waited = time.monotonic() - started
+    message = str(locked.value)
+    assert "locked by another process" in message and str(path) in message
+    assert "not a covey store" not in message
+    assert isinstance(locked.value.__cause__, sqlite3.OperationalError)
+    assert 0.4 < waited < 3.0  # its patience, not SQLite's busy timeout on top
+    other_writer.execute("ROLLBACK")
+    async with Store.open(path, lock_patience=0.5) as store:
+        assert await store.jobs() == []  # nothing half written
+
+
+async def test_without_a_limit_a_write_waits_for_the_lock(
+    tmp_path: Path, other_writer: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor's patience (``None``): a lock held longer than SQLite's busy timeout
+    is waited out (covey's own retries, not one busy wait), and the write goes in."""
+    monkeypatch.setattr(covey.store.handle, "BUSY_TIMEOUT", 0.1)
+    path = tmp_path / "covey.db"
+    async with Store.open(path, lock_patience=None) as store:
+        other_writer.execute("BEGIN IMMEDIATE")
+        other_writer.execute("INSERT INTO meta(key, value) VALUES ('shell', 'was here')")
+        done: list[float] = []
+
+        async def write() -> None:
+            await store.create_batch([SPEC])
+            done.append(time.monotonic())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write)
+            await anyio.sleep(0.8)  # eight busy timeouts
+            assert done == []
+            released = time.monotonic()
+            other_writer.execute("COMMIT")
+        assert done and done[0] >= released
+        assert len(await store.jobs()) == 1
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='shell'").fetchone() == ("was here",)
+
+
+# -- holders: nothing owned by a process that is gone ------------------------------------------
+
+
+def gone_holder(role: str, ident: str = "deadbeef0001") -> HolderRow:
+    """The row a killed process left: its pid no longer exists."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return HolderRow(ident, role, child.pid, holders.host(), time.time() - 60, 1.0, 1.0)
+
+
+async def add_holder(store: Store, holder: HolderRow) -> None:
+    await store._txn(lambda tx: writes.add_holder(tx, holder))
+
+
+async def test_a_second_supervisor_is_refused_while_the_first_lives(store: Store) -> None:
+    first, other = await store.hold("supervisor", exclusive=True)
+    assert other is None
+    assert [h.id for h in await store.holders()] == [first.id]
+    second, running = await store.hold("supervisor", exclusive=True)
+    assert running is not None and running.id == first.id  # named, for the message
+    assert (running.pid, running.host) == (os.getpid(), holders.host())
+    assert [h.id for h in await store.holders()] == [first.id]  # the second is not registered
+    # foreground holders are not exclusive, of each other or of the supervisor
+    run, none = await store.hold("run")
+    assert none is None
+    assert {h.id for h in await store.holders()} == {first.id, run.id}
+    assert second.id not in {h.id for h in await store.holders()}
+
+
+@pytest.mark.parametrize("how", ["killed", "pid reused", "other host, silent"])
+async def test_a_supervisor_takes_over_from_one_that_is_gone(store: Store, how: str) -> None:
+    if how == "killed":
+        dead = gone_holder("supervisor")
+    elif how == "pid reused":  # e.g. the same pid in a restarted container
+        dead = replace(holders.this_process("supervisor"), id="deadbeef0001", proc_started=1.0)
+    else:
+        dead = HolderRow("deadbeef0001", "supervisor", os.getpid(), "elsewhere", 1.0, 1.0, 1.0)
+    await add_holder(store, dead)
+    ours, other = await store.hold("supervisor", exclusive=True)
+    assert other is None
+    assert [h.id for h in await store.holders()] == [ours.id]
+
+
+async def test_a_live_supervisor_on_another_host_is_respected(store: Store) -> None:
+    now = time.time()
+    remote = HolderRow("cafe00000001", "supervisor", 1, "elsewhere", 1.0, now, now)
+    await add_holder(store, remote)
+    _, other = await store.hold("supervisor", exclusive=True)
+    assert other == remote
+
+
+async def test_dead_foreground_holders_hand_their_work_to_the_queue(store: Store) -> None:
+    """``covey batch`` killed with jobs in flight: its unfinished batches go to the queue
+    (a supervisor adopts them), its finished ones are only let go; a live holder keeps its
+    own."""
+    live, _ = await store.hold("run")
+    dead = gone_holder("run")
+    await add_holder(store, dead)
+    unfinished, (u_done, u_open), _ = await store.create_batch(
+        [SPEC, SPEC], owner="run", holder=dead.id
+    )
+    finished, (f_one, f_two), _ = await store.create_batch(
+        [SPEC, SPEC], owner="run", holder=dead.id
+    )
+    mine, (m_one,), _ = await store.create_batch([SPEC], owner="run", holder=live.id)
+    await store.request_cancel([u_done, f_one, f_two])  # queued: ended at once
+    assert await store.due_jobs(time.time(), 10, Scope(None)) == []
+
+    assert await store.release_dead_holders() == 1
+
+    assert [h.id for h in await store.holders()] == [live.id]
+    owners = {}
+    for batch_id in (unfinished, finished, mine):
+        batch = await store.batch(batch_id)
+        assert batch is not None
+        owners[batch_id] = batch.owner
+    assert owners == {unfinished: "queue", finished: "run", mine: "run"}
+    assert await store.holders_of([u_done, u_open, f_one, f_two]) == set()
+    assert await store.holders_of([m_one]) == {live.id}
+    due = await store.due_jobs(time.time(), 10, Scope(None))
+    assert [j.id for j in due] == [u_open]  # the supervisor's now
+    assert await store.release_dead_holders() == 0  # nothing left to hand over
+    assert await store.unhold(live.id) == 1  # a clean exit: the same, for its own work
+    assert [j.id for j in await store.due_jobs(time.time(), 10, Scope(None))] == [u_open, m_one]
+
+
+async def test_holding_releases_the_dead_first(store: Store) -> None:
+    dead = gone_holder("run")
+    await add_holder(store, dead)
+    _, (job_id,), _ = await store.create_batch([SPEC], owner="run", holder=dead.id)
+    await store.hold("supervisor", exclusive=True)
+    assert [j.id for j in await store.due_jobs(time.time(), 10, Scope(None))] == [job_id]
+    assert dead.id not in {h.id for h in await store.holders()}
+
+
+# -- the group writer --------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    async with aiosqlite.connect(tmp_path / "w.db", isolation_level=None) as db:
+        await db.execute_fetchall("PRAGMA journal_mode=WAL")
+        await db.execute_fetchall("CREATE TABLE t (k TEXT PRIMARY KEY)")
+        yield db
+
+
+def committed(tmp_path: Path) -> list[str]:
+    """What another connection sees."""
+    with sqlite3.connect(tmp_path / "w.db") as db:
+        return [r[0] for r in db.execute("SELECT k FROM t ORDER BY k")]
+
+
+def insert(key: str, *, then_fail: bool = False) -> Write:
+    async def fn(tx: Tx) -> str:
+        await tx.run("INSERT INTO t VALUES (?)", (key,))
+        if then_fail:
+            raise ValueError(f"{key} failed")
+        row = await tx.one("SELECT count(*) FROM t WHERE k=?", (key,))
+        return f"{key}:{row[0]}"
+
+    return fn
+
+
+async def test_a_failing_write_fails_alone_in_a_shared_transaction(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    writer = GroupWriter(conn)
+    transactions: list[int] = []
+    real = writer._transaction
+
+    async def counting(batch: list[Any]) -> None:
+        transactions.append(len(batch))
+        await real(batch)
+
+    writer._transaction = counting  # type: ignore[method-assign]
+    keys = ["a", "b", "bad1", "c", "bad2", "d"]
+    results: dict[str, object] = {}
+
+    async def call(key: str) -> None:
+        try:
+            results[key] = await writer.write(insert(key, then_fail=key.startswith("bad")))
+        except ValueError as exc:
+            results[key] = exc
+
+    async with anyio.create_task_group() as tg:
+        for key in keys:
+            tg.start_soon(call, key)
+    assert transactions[0] == len(keys)  # they met in one transaction
+    assert {k: str(v) for k, v in results.items()} == {
+        "a": "a:1",
+        "b": "b:1",
+        "bad1": "bad1 failed",
+        "c": "c:1",
+        "bad2": "bad2 failed",
+        "d": "d:1",
+    }
+    assert committed(tmp_path) == ["a", "b", "c", "d"]  # the failed ones' inserts undone
+    assert not conn.in_transaction
+    assert await writer.write(insert("e")) == "e:1"  # and the writer goes on
+
+
+async def test_a_cancelled_caller_still_commits(conn: aiosqlite.Connection, tmp_path: Path) -> None:
+    """Ctrl-C or a cancelled task group never leaves half a transition behind: the write in
+    progress, and the one queued behind it, are committed whole."""
+    writer = GroupWriter(conn)
+    inside = anyio.Event()
+
+    async def slow(tx: Tx) -> None:
+        await tx.run("INSERT INTO t VALUES ('first half')")
+        inside.set()
+        await anyio.sleep(0.3)
+        await tx.run("INSERT INTO t VALUES ('second half')")
+
+    returned: list[str] = []
+
+    async def call(fn: Write, name: str) -> None:
+        await writer.write(fn)
+        await anyio.lowlevel.checkpoint()
+        returned.append(name)
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, slow, "slow")
+            await inside.wait()
+            tg.start_soon(call, insert("queued behind"), "queued")
+            await anyio.sleep(0.05)
+            scope.cancel()
+    assert returned == []  # both callers were cancelled...
+    assert committed(tmp_path) == ["first half", "queued behind", "second half"]  # ...yet
+    assert not conn.in_transaction
+    assert not writer.queued
+
+
+async def test_deferred_writes_are_committed_by_flush(
+    conn: aiosqlite.Connection, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = GroupWriter(conn)
+    writer.later(insert("a"))
+    writer.later(insert("b", then_fail=True))  # bookkeeping that fails: logged, not raised
+    writer.later(insert("c"))
+    await anyio.sleep(0.05)
+    queued = writer.queued
+    assert queued
+    assert committed(tmp_path) == []  # nobody waited for them: nothing committed yet
+    with caplog.at_level("WARNING", logger="covey"):
+        await writer.flush()
+    assert not writer.queued
+    assert committed(tmp_path) == ["a", "c"]
+    assert "b failed" in caplog.text
+    await writer.flush()  # nothing queued: nothing to do
+    writer.later(insert("d"))
+    assert await writer.write(insert("e")) == "e:1"  # a write takes the deferred ones along
+    assert committed(tmp_path) == ["a", "c", "d", "e"]
+
+
+async def test_alone_runs_between_commits(conn: aiosqlite.Connection, tmp_path: Path) -> None:
+    """What cannot run inside a transaction (VACUUM, a checkpoint, an executescript that
+    would commit another write's half) waits for the commit in progress, and the next
+    write waits for it."""
+    writer = GroupWriter(conn)
+    inside = anyio.Event()
+    order: list[str] = []
+
+    async def slow(tx: Tx) -> None:
+        await tx.run("INSERT INTO t VALUES ('slow')")
+        inside.set()
+        await anyio.sleep(0.2)
+        order.append("slow")
+
+    async def alone(db: aiosqlite.Connection) -> bool:
+        order.append("alone")
+        await anyio.sleep(0.1)  # a write arriving now waits
+        await db.executescript("PRAGMA incremental_vacuum;")
+        return db.in_transaction
+
+    async def after(tx: Tx) -> None:
+        order.append("after")
+        await tx.run("INSERT INTO t VALUES ('after')")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.write, slow)
+        await inside.wait()
+        writer.later(insert("deferred"))
+        assert await writer.alone(alone) is False
+        tg.start_soon(writer.write, after)
+    assert order == ["slow", "alone", "after"]
+    assert committed(tmp_path) == ["after", "deferred", "slow"]
+
+
+async def test_reclaiming_space_never_commits_half_a_write(store: Store) -> None:
+    """The supervisor reclaims space while its tracker writes: a write in flight is neither
+    committed halfway nor broken by it."""
+    _, ids, _ = await store.create_batch([SPEC] * 3)
+    inside = anyio.Event()
+
+    async def half_then_fail(tx: Tx) -> None:
+        await tx.run("UPDATE jobs SET error='half'")
+        inside.set()
+        await anyio.sleep(0.2)
+        raise RuntimeError("the second half failed")
+
+    async def failing() -> None:
+        with pytest.raises(RuntimeError, match="second half"):
+            await store._txn(half_then_fail)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(failing)
+        await inside.wait()
+        before, after = await store.reclaim_space()
+        assert before >= after > 0
+    assert [j.error for j in await store.jobs_by_id(ids)] == [None] * 3
+    await store.request_cancel(ids[:1])  # and the store writes on
+    assert (await store.counts()) == {"cancelled": 1, "queued": 2}
+
+
+async def test_store_flush_commits_deferred_notes(tmp_path: Path) -> None:
+    path = tmp_path / "covey.db"
+    async with Store.open(path) as store:
+        job = await one_job(store)
+        attempt = await store.begin_attempt(job, "swarm")
+        assert attempt is not None
+        store.attempt_created(attempt.id, "svc-9")
+        store.attempt_running(attempt.id, job.id, "n1", time.time(), "event")
+        async with Store.open(path, readonly=True) as other:
+            seen = await other.attempt(attempt.id)
+            assert seen is not None and (seen.engine_id, seen.phase) == (None, "creating")
+            await store.flush()
+            seen = await other.attempt(attempt.id)
+            assert seen is not None and (seen.engine_id, seen.phase) == ("svc-9", "running")
+            assert (await other.job(job.id)).state is JobState.RUNNING  # type: ignore[union-attr]
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+DAY = 86400.0
+JOBS = 100_000
+LOG_BYTES = 1024
+
+
+def kind(i: int) -> str:
+    """What job ``i`` of the big store is: most ended long ago, the rest must stay."""
+    if i < 95_000:
+        return "held" if i >= 90_000 and i % 1000 == 500 else "old"
+    if i < 97_000:
+        return "recent"
+    if i < 99_000:
+        return "queued" if i % 2 == 0 else "running"
+    return "stale"  # not ended, though it carries an old end time (e.g. retried by hand)
+
+
+KIND_SQL = """CASE
+    WHEN i < 95000 AND i >= 90000 AND i % 1000 = 500 THEN 'held'
+    WHEN i < 95000 THEN 'old'
+    WHEN i < 97000 THEN 'recent'
+    WHEN i < 99000 AND i % 2 = 0 THEN 'queued'
+    WHEN i < 99000 THEN 'running'
+    ELSE 'stale' END"""
+
+
+def fill(db: sqlite3.Connection, now: float) -> None:
+    """100,000 jobs in 100 batches, written straight into the store's file (create_batch
+    would take minutes): ended ones with attempts, history and a few KB of logs each."""
+    old, recent = now - 40 * DAY, now - DAY
+    args = {"old": old, "recent": recent, "spec": SPEC.to_json(), "log": LOG_BYTES}
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("BEGIN")
+    db.execute(
+        "CREATE TEMP TABLE plan AS WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1"
+        f" FROM n WHERE i < {JOBS - 1}) SELECT i, printf('j%06d', i) AS id,"
+        f" printf('b%03d', i / 1000) AS batch, {KIND_SQL} AS kind,"
+        " (i % 10 = 0 AND i < 95000) OR (i >= 90000 AND i < 95000 AND i % 1000 = 500) AS twice"
+        " FROM n"
+    )
+    db.execute(
+        "INSERT INTO batches(id, name, created, total, owner)"
+        " SELECT DISTINCT batch, batch || '.yaml', :old, 1000, 'queue' FROM plan",
+        args,
+    )
+    db.execute(
+        "INSERT INTO jobs(id, batch_id, seq, name, service_base, spec, state, created, updated,"
+        " attempts, runs, exit_code, finished) SELECT id, batch, i % 1000, 'job-' || i,"
+        " 'covey-' || id, :spec, CASE kind WHEN 'old' THEN CASE i % 6 WHEN 0 THEN 'succeeded'"
+        " WHEN 1 THEN 'failed' WHEN 2 THEN 'timed_out' WHEN 3 THEN 'rejected' WHEN 4 THEN"
+        " 'lost' ELSE 'cancelled' END WHEN 'held' THEN 'lost' WHEN 'recent' THEN 'failed'"
+        " WHEN 'stale' THEN 'retrying' ELSE kind END, :old, :old,"
+        " CASE kind WHEN 'queued' THEN 0 ELSE 1 + twice END, 1, 0,"
+        " CASE kind WHEN 'recent' THEN :recent WHEN 'queued' THEN NULL WHEN 'running' THEN"
+        " NULL ELSE :old END FROM plan",
+        args,
+    )
+    for n, where in ((1, "kind != 'queued'"), (2, "twice")):
+        db.execute(
+            "INSERT INTO attempts(id, job_id, n, service, mode, phase, outcome, created, ended,"
+            f" logs_saved, removed) SELECT id || '-{n}', id, {n}, 'covey-' || id || '-{n}',"
+            " 'swarm', CASE kind WHEN 'running' THEN 'running' ELSE 'ended' END,"
+            " CASE kind WHEN 'running' THEN NULL ELSE 'failed' END, :old, :old, 1,"
+            f" CASE WHEN kind = 'running' OR (kind = 'held' AND {n} = 2) THEN 0 ELSE 1 END"
+            f" FROM plan WHERE {where}",
+            args,
+        )
+    for state, where in (
+        ("queued", "1"),
+        ("pending", "kind != 'queued'"),
+        ("end", "kind != 'queued'"),
+    ):
+        db.execute(
+            "INSERT INTO transitions(job_id, attempt_id, state, at, source)"
+            f" SELECT id, CASE '{state}' WHEN 'queued' THEN NULL ELSE id || '-1' END,"
+            f" '{state}', :old, 'covey' FROM plan WHERE {where}",
+            args,
+        )
+    db.execute(
+        "INSERT INTO logs(attempt_id, stream, data, size, truncated)"
+        " SELECT id || '-1', 'stdout', randomblob(:log), :log, 0 FROM plan"
+        " WHERE kind != 'queued' UNION ALL SELECT id || '-1', 'stderr', randomblob(100), 100, 0"
+        " FROM plan WHERE kind != 'queued'",
+        args,
+    )
+    db.execute("DROP TABLE plan")
+    db.execute("COMMIT")
+
+
+def one(db: sqlite3.Connection, sql: str) -> tuple[Any, ...]:
+    """The first row, the statement run to its end (no read snapshot is left open)."""
+    rows: list[tuple[Any, ...]] = db.execute(sql).fetchall()
+    return rows[0]
+
+
+def table_counts(db: sqlite3.Connection) -> dict[str, int]:
+    return {
+        table: one(db, f"SELECT count(*) FROM {table}")[0]
+        for table in ("batches", "jobs", "attempts", "transitions", "logs")
+    }
+
+
+async def test_a_new_store_uses_incremental_auto_vacuum(tmp_path: Path) -> None:
+    path = tmp_path / "covey.db"
+    async with Store.open(path) as store:
+        await store.create_batch([SPEC])
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA auto_vacuum").fetchone() == (2,)
+
+
+async def test_retention_on_a_store_of_100000_jobs(tmp_path: Path) -> None:
+    """``covey prune --jobs --older-than 30d``: jobs that ended before the cut go with their
+    attempts, history, logs and emptied batches; nothing else does; the file shrinks."""
+    path = tmp_path / "covey.db"
+    now = time.time()
+    kinds = {f"j{i:06d}": kind(i) for i in range(JOBS)}
+    kept = {job_id for job_id, k in kinds.items() if k != "old"}
+    held = sorted(job_id for job_id, k in kinds.items() if k == "held")
+    assert len(kept) == 5005 and len(held) == 5
+    async with Store.open(path) as store:
+        db = sqlite3.connect(path, isolation_level=None)  # another process, e.g. an import
+        try:
+            fill(db, now)
+            full = table_counts(db)
+            assert full["jobs"] == JOBS
+            size = covey.store.handle._size(path)
+            assert size > JOBS * LOG_BYTES
+            sample = dict(
+                db.execute(
+                    "SELECT attempt_id, data FROM logs WHERE stream='stdout'"
+                    " AND attempt_id IN ('j090500-1', 'j095000-1', 'j099999-1')"
+                ).fetchall()
+            )
+
+            deleted = await store.delete_finished(now - 30 * DAY)
+
+            assert deleted == JOBS - len(kept)
+            assert {r[0] for r in db.execute("SELECT id FROM jobs")} == kept
+            assert {r[0] for r in db.execute("SELECT id FROM batches")} == {
+                f"b{n:03d}" for n in range(90, 100)
+            }
+            left = table_counts(db)
+            with_attempt = [j for j in kept if kinds[j] != "queued"]
+            assert left == {
+                "batches": 10,
+                "jobs": len(kept),
+                "attempts": len(with_attempt) + len(held),
+                "transitions": len(kept) + 2 * len(with_attempt),
+                "logs": 2 * len(with_attempt),
+            }
+            orphans = one(
+                db,
+                "SELECT (SELECT count(*) FROM attempts WHERE job_id NOT IN (SELECT id FROM jobs)),"
+                " (SELECT count(*) FROM transitions WHERE job_id NOT IN (SELECT id FROM jobs)),"
+                " (SELECT count(*) FROM logs WHERE attempt_id NOT IN (SELECT id FROM attempts))",
+            )
+            assert orphans == (0, 0, 0)
+            # an attempt still on the engine keeps its job, and all the job left
+            assert [(a.n, a.removed) for a in await store.attempts(held[0])] == [
+                (1, True),
+                (2, False),
+            ]
+            assert len(await store.transitions(held[0])) == 3
+            assert await store.delete_finished(now - 30 * DAY) == 0  # nothing more to do
+
+            before, after = await store.reclaim_space()
+
+            assert after < before
+            shrunk = covey.store.handle._size(path)
+            assert shrunk == after
+            assert shrunk < size / 10, (size, shrunk)
+            assert path.stat().st_size < size / 10
+            for attempt, data in sample.items():
+                assert (await store.logs(attempt))["stdout"].data == data
+            assert one(db, "PRAGMA freelist_count") == (0,)
+            assert one(db, "PRAGMA integrity_check") == ("ok",)
+        finally:
+            db.close()

@@ -1,0 +1,43 @@
+"""The store: every job, attempt, state change and log covey knows, in one SQLite file.
+
+One module per part: :mod:`~covey.store.schema` (tables and migrations),
+:mod:`~covey.store.rows` (what reads hand out), :mod:`~covey.store.writer` (group commit),
+:mod:`~covey.store.writes` (every write transaction, guarded by :mod:`covey.lifecycle`),
+:mod:`~covey.store.reads` (every read), :mod:`~covey.store.handle` (the open store).
+"""
+
+from covey.lifecycle import EndDecision
+from covey.store.handle import DEFAULT_LOG_CAP, Store, default_path, new_id
+from covey.store.reads import Scope
+from covey.store.rows import (
+    AttemptRow,
+    BatchRow,
+    HolderRow,
+    JobRow,
+    JobSnapshot,
+    LogRecord,
+    Transition,
+    attempt_id,
+)
+from covey.store.schema import SCHEMA_VERSION
+from covey.store.writes import AttemptEnd, StreamLog
+
+__all__ = [
+    "DEFAULT_LOG_CAP",
+    "SCHEMA_VERSION",
+    "AttemptEnd",
+    "AttemptRow",
+    "BatchRow",
+    "EndDecision",
+    "HolderRow",
+    "JobRow",
+    "JobSnapshot",
+    "LogRecord",
+    "Scope",
+    "Store",
+    "StreamLog",
+    "Transition",
+    "attempt_id",
+    "default_path",
+    "new_id",
+]

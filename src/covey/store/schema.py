@@ -1,0 +1,144 @@
+"""The store's tables, versioned; each migration runs in the transaction that records it.
+
+Version 1 is the schema of covey 0.1 as it shipped; later versions only add to it, so a
+store written by an older covey opens in a newer one (and is refused, with a message, the
+other way round).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from covey.errors import StoreError
+from covey.store.writer import Tx
+
+SCHEMA_VERSION = 2
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE batches (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        created REAL NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        total INTEGER NOT NULL,
+        owner TEXT NOT NULL
+    );
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        batch_id TEXT NOT NULL REFERENCES batches(id),
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        service_base TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        runs INTEGER NOT NULL DEFAULT 0,
+        losses INTEGER NOT NULL DEFAULT 0,
+        not_before REAL,
+        exit_code INTEGER,
+        error TEXT,
+        node TEXT,
+        started REAL,
+        finished REAL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_state ON jobs(state, not_before);
+    CREATE INDEX jobs_batch ON jobs(batch_id, seq);
+    CREATE TABLE attempts (
+        id TEXT PRIMARY KEY,
+        job_id TEXT NOT NULL REFERENCES jobs(id),
+        n INTEGER NOT NULL,
+        service TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        engine_id TEXT,
+        phase TEXT NOT NULL,
+        outcome TEXT,
+        exit_code INTEGER,
+        error TEXT,
+        node TEXT,
+        created REAL NOT NULL,
+        started REAL,
+        ended REAL,
+        stop_reason TEXT,
+        logs_saved INTEGER NOT NULL DEFAULT 0,
+        removed INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (job_id, n)
+    );
+    CREATE INDEX attempts_open ON attempts(removed, phase);
+    CREATE TABLE transitions (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        attempt_id TEXT,
+        state TEXT NOT NULL,
+        at REAL NOT NULL,
+        source TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX transitions_job ON transitions(job_id, id);
+    CREATE TABLE logs (
+        attempt_id TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        data BLOB NOT NULL,
+        size INTEGER NOT NULL,
+        truncated INTEGER NOT NULL,
+        PRIMARY KEY (attempt_id, stream)
+    );
+    """,
+    # 2: who holds work (so nothing is owned by a process that no longer exists), logs that
+    # say whether the engine gave all of them, and an index for retention by age.
+    2: """
+    CREATE TABLE holders (
+        id TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        proc_started REAL NOT NULL,
+        since REAL NOT NULL,
+        heartbeat REAL NOT NULL
+    );
+    ALTER TABLE batches ADD COLUMN holder TEXT;
+    CREATE INDEX batches_holder ON batches(holder) WHERE holder IS NOT NULL;
+    ALTER TABLE logs ADD COLUMN complete INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX jobs_finished ON jobs(finished) WHERE finished IS NOT NULL;
+    """,
+}
+
+
+async def version(tx: Tx, path: Path) -> int:
+    """The schema version of an open store (0: empty file); refuses foreign databases."""
+    if await tx.one("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'"):
+        row = await tx.one("SELECT value FROM meta WHERE key='schema'")
+        found = int(row[0]) if row else 0
+    else:
+        tables = await tx.one("SELECT count(*) FROM sqlite_master")
+        if tables and tables[0]:
+            raise StoreError(f"{path} holds another program's database")
+        found = 0
+    if found > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {found}, newer than this covey ({SCHEMA_VERSION}):"
+            " upgrade covey"
+        )
+    return found
+
+
+async def migrate(tx: Tx, path: Path) -> None:
+    """Bring the store to :data:`SCHEMA_VERSION` (inside the caller's write transaction)."""
+    current = await version(tx, path)
+    for step in range(current + 1, SCHEMA_VERSION + 1):
+        for statement in filter(str.strip, MIGRATIONS[step].split(";")):
+            await tx.run(statement)
+        if step == 1:
+            await tx.run(
+                "INSERT INTO meta(key, value) VALUES ('store_id', ?)", (secrets.token_hex(6),)
+            )
+        await tx.run(
+            "INSERT INTO meta(key, value) VALUES ('schema', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (str(step),),
+        )

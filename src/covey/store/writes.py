@@ -1,0 +1,381 @@
+"""Every write transaction of the store, as an ``async`` function of a :class:`Tx`.
+
+The guards (``WHERE state IN ...``) are written from :mod:`covey.lifecycle`'s sets, and the
+meaning of an attempt's end is decided there, from the job row read *in the same
+transaction* that records the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from covey.lifecycle import (
+    CANCELLABLE,
+    DUE,
+    RETRYABLE,
+    EndDecision,
+    JobBudget,
+    end_of_attempt,
+    sql_in,
+)
+from covey.spec import JobSpec
+from covey.states import TERMINAL, JobState, Outcome
+from covey.store.rows import HOLDER_COLS, AttemptRow, HolderRow, attempt_id, holder_row
+from covey.store.writer import Tx
+
+_DUE = sql_in(DUE)
+_CANCELLABLE = sql_in(CANCELLABLE)
+_RETRYABLE = sql_in(RETRYABLE)
+_TERMINAL = sql_in(TERMINAL)
+
+
+class StreamLog(Protocol):
+    """One stream as read from the engine: all of it or its tail, and how much there was."""
+
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def truncated(self) -> bool: ...
+    @property
+    def complete(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How an attempt ended, as seen: outcome, code, where, when, seen how."""
+
+    outcome: Outcome
+    exit_code: int | None
+    error: str | None
+    node: str | None
+    at: float
+    source: str
+    engine_id: str | None = None  # noted with the end if the create's note is not in yet
+
+
+async def transition(
+    tx: Tx,
+    job_id: str,
+    attempt: str | None,
+    state: str,
+    at: float,
+    source: str,
+    detail: str | None = None,
+) -> None:
+    await tx.run(
+        "INSERT INTO transitions(job_id, attempt_id, state, at, source, detail)"
+        " VALUES (?,?,?,?,?,?)",
+        (job_id, attempt, state, at, source, detail),
+    )
+
+
+# -- producers --------------------------------------------------------------------------
+
+
+async def create_batch(
+    tx: Tx,
+    *,
+    batch_id: str,
+    name: str | None,
+    idempotency_key: str | None,
+    owner: str,
+    holder: str | None,
+    jobs: Sequence[tuple[Any, ...]],
+    now: float,
+) -> tuple[str, list[str], bool]:
+    if idempotency_key is not None:
+        found = await tx.one("SELECT id FROM batches WHERE idempotency_key=?", (idempotency_key,))
+        if found:
+            rows = await tx.all("SELECT id FROM jobs WHERE batch_id=? ORDER BY seq", (found[0],))
+            return found[0], [r[0] for r in rows], True
+    await tx.run(
+        "INSERT INTO batches(id, name, created, idempotency_key, total, owner, holder)"
+        " VALUES (?,?,?,?,?,?,?)",
+        (batch_id, name, now, idempotency_key, len(jobs), owner, holder),
+    )
+    await tx.many(
+        "INSERT INTO jobs(id, batch_id, seq, name, service_base, spec, state, created,"
+        " updated) VALUES (?,?,?,?,?,?,?,?,?)",
+        jobs,
+    )
+    await tx.many(
+        "INSERT INTO transitions(job_id, state, at, source) VALUES (?, 'queued', ?, 'covey')",
+        [(j[0], now) for j in jobs],
+    )
+    return batch_id, [j[0] for j in jobs], False
+
+
+# -- the submitter and the tracker ------------------------------------------------------
+
+
+async def begin_attempt(tx: Tx, attempt: AttemptRow, prior: int) -> bool:
+    """The attempt and its fixed name, recorded before anything exists on the engine;
+    ``False`` if the job is no longer due as it was read (cancelled or taken meanwhile)."""
+    taken = await tx.changed(
+        "UPDATE jobs SET state='pending', attempts=?, updated=?, not_before=NULL"
+        f" WHERE id=? AND attempts=? AND state IN {_DUE} AND cancel_requested=0 RETURNING 1",
+        (attempt.n, attempt.created, attempt.job_id, prior),
+    )
+    if not taken:
+        return False
+    await tx.run(
+        "INSERT INTO attempts(id, job_id, n, service, mode, phase, created)"
+        " VALUES (?,?,?,?,?, 'creating', ?)",
+        (attempt.id, attempt.job_id, attempt.n, attempt.service, attempt.mode, attempt.created),
+    )
+    await transition(
+        tx, attempt.job_id, attempt.id, "pending", attempt.created, "covey", attempt.service
+    )
+    return True
+
+
+async def attempt_created(tx: Tx, attempt: str, engine_id: str) -> None:
+    await tx.run(
+        "UPDATE attempts SET engine_id=?, phase=CASE phase WHEN 'creating' THEN 'pending'"
+        " ELSE phase END WHERE id=?",
+        (engine_id, attempt),
+    )
+
+
+async def attempt_running(
+    tx: Tx, attempt: str, job_id: str, node: str | None, at: float, source: str
+) -> None:
+    moved = await tx.changed(
+        "UPDATE attempts SET phase='running', started=?, node=coalesce(?, node)"
+        " WHERE id=? AND phase IN ('creating', 'pending') RETURNING 1",
+        (at, node, attempt),
+    )
+    if not moved:
+        return
+    await tx.run(
+        "UPDATE jobs SET state='running', node=coalesce(?, node),"
+        " started=coalesce(started, ?), updated=? WHERE id=? AND state='pending'",
+        (node, at, at, job_id),
+    )
+    await transition(tx, job_id, attempt, "running", at, source, node)
+
+
+async def set_stop_reason(tx: Tx, attempt: str, reason: str) -> None:
+    await tx.run(
+        "UPDATE attempts SET stop_reason=coalesce(stop_reason, ?) WHERE id=?", (reason, attempt)
+    )
+
+
+async def finish(tx: Tx, attempt: AttemptRow, end: AttemptEnd) -> EndDecision | None:
+    """Record an attempt's end once (the guarded UPDATE) and decide, from the job as it is
+    now, what it means; ``None`` if the end was recorded before."""
+    # ``end.at`` may be the engine's clock (an end found late) and the start covey's (when it
+    # noticed): an attempt never ends before it started
+    ended = await tx.one(
+        "UPDATE attempts SET phase='ended', outcome=?, exit_code=?, error=?,"
+        " node=coalesce(?, node), ended=max(?, coalesce(started, 0)),"
+        " engine_id=coalesce(engine_id, ?) WHERE id=? AND phase != 'ended' RETURNING ended",
+        (
+            end.outcome.value,
+            end.exit_code,
+            end.error,
+            end.node,
+            end.at,
+            end.engine_id,
+            attempt.id,
+        ),
+    )
+    if ended is None:
+        return None
+    end_at = float(ended[0])
+    row = await tx.one(
+        "SELECT spec, runs, losses, cancel_requested, attempts, state FROM jobs WHERE id=?",
+        (attempt.job_id,),
+    )
+    if row is None or row[4] != attempt.n or JobState(row[5]) in TERMINAL:
+        # not the job's current attempt (or the job ended meanwhile): the attempt's end is
+        # history, the job's state is not its to change
+        return EndDecision(JobState(row[5]) if row else JobState.LOST, counts_as_run=False)
+    budget = JobBudget(JobSpec.from_json(row[0]).retry, row[1], row[2], bool(row[3]))
+    recorded_at = max(end_at, time.time())  # ``end.at`` may be the engine's time, earlier
+    # a retry's backoff counts from when covey knew of the end, as an operator sees it
+    decision = end_of_attempt(budget, end.outcome, end.exit_code, recorded_at)
+    terminal = decision.state in TERMINAL
+    await tx.run(
+        "UPDATE jobs SET state=?, updated=?, not_before=?, exit_code=?, error=?,"
+        " node=coalesce(?, node), finished=?, runs=runs+?, losses=losses+?"
+        " WHERE id=?",
+        (
+            decision.state.value,
+            recorded_at,
+            decision.not_before,
+            end.exit_code,
+            end.error if decision.state is not JobState.CANCELLED else "cancelled",
+            end.node,
+            end_at if terminal else None,
+            int(decision.counts_as_run),
+            int(decision.counts_as_loss),
+            attempt.job_id,
+        ),
+    )
+    detail = "; ".join(part for part in (end.error, decision.detail) if part) or None
+    if end.exit_code is not None:
+        detail = f"exit {end.exit_code}" + (f": {detail}" if detail else "")
+    # the history says when covey recorded it; the attempt and the job say when it ended
+    await transition(
+        tx, attempt.job_id, attempt.id, decision.state.value, recorded_at, end.source, detail
+    )
+    return decision
+
+
+def cap_bytes(data: bytes, cap: int) -> tuple[bytes, bool]:
+    """The tail of at most ``cap`` bytes (0: all), and whether anything was cut."""
+    kept = data[-cap:] if cap and len(data) > cap else data
+    return kept, len(kept) < len(data)
+
+
+async def keep_logs(tx: Tx, attempt: str, streams: Sequence[tuple[str, StreamLog]]) -> None:
+    for stream, log in streams:
+        await tx.run(
+            "INSERT INTO logs(attempt_id, stream, data, size, truncated, complete)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT(attempt_id, stream) DO UPDATE SET"
+            " data=excluded.data, size=excluded.size, truncated=excluded.truncated,"
+            " complete=excluded.complete",
+            (attempt, stream, log.data, log.size, int(log.truncated), int(log.complete)),
+        )
+    await tx.run("UPDATE attempts SET logs_saved=1 WHERE id=?", (attempt,))
+
+
+async def mark_removed(tx: Tx, attempt: str) -> None:
+    await tx.run("UPDATE attempts SET removed=1 WHERE id=?", (attempt,))
+
+
+async def fail_job(tx: Tx, job_id: str, state: JobState, error: str, source: str) -> bool:
+    """End a job that never got an attempt (e.g. it can never fit on any node)."""
+    now = time.time()
+    ended = await tx.changed(
+        f"UPDATE jobs SET state=?, error=?, finished=?, updated=? WHERE id=? AND state IN {_DUE}"
+        " AND cancel_requested=0 RETURNING 1",
+        (state.value, error, now, now, job_id),
+    )
+    if ended:
+        await transition(tx, job_id, None, state.value, now, source, error)
+    return bool(ended)
+
+
+# -- operators --------------------------------------------------------------------------
+
+
+async def request_cancel(tx: Tx, ids: Sequence[str], now: float) -> None:
+    """Mark jobs cancelled-on-request; a job with no attempt in flight ends at once."""
+    for job_id in ids:
+        marked = await tx.changed(
+            f"UPDATE jobs SET cancel_requested=1, updated=? WHERE id=? AND state IN {_CANCELLABLE}"
+            " RETURNING 1",
+            (now, job_id),
+        )
+        if not marked:
+            continue
+        ended = await tx.changed(
+            "UPDATE jobs SET state='cancelled', finished=?, error='cancelled', not_before=NULL"
+            f" WHERE id=? AND state IN {_DUE} RETURNING 1",
+            (now, job_id),
+        )
+        if ended:
+            await transition(tx, job_id, None, "cancelled", now, "covey", "cancelled")
+
+
+async def retry_jobs(tx: Tx, ids: Sequence[str], now: float) -> list[str]:
+    """Queue ended, unsuccessful jobs again (new attempts); returns the ids re-queued."""
+    done: list[str] = []
+    for job_id in ids:
+        queued = await tx.changed(
+            "UPDATE jobs SET state='queued', cancel_requested=0, not_before=NULL, runs=0,"
+            " losses=0, exit_code=NULL, error=NULL, finished=NULL, updated=? WHERE id=?"
+            f" AND state IN {_RETRYABLE} RETURNING 1",
+            (now, job_id),
+        )
+        if queued:
+            await transition(tx, job_id, None, "queued", now, "covey", "retry")
+            done.append(job_id)
+    return done
+
+
+# -- holders: who owns work ---------------------------------------------------------------
+
+
+async def holders(tx: Tx) -> list[HolderRow]:
+    return [holder_row(r) for r in await tx.all(f"SELECT {HOLDER_COLS} FROM holders")]
+
+
+async def release_holder(tx: Tx, holder: str) -> int:
+    """The holder is gone (cleanly or not): its unfinished batches go to the queue, where a
+    supervisor adopts them; returns how many batches were handed over."""
+    handed = await tx.changed(
+        "UPDATE batches SET owner='queue', holder=NULL WHERE holder=? AND EXISTS"
+        f" (SELECT 1 FROM jobs WHERE jobs.batch_id=batches.id AND state NOT IN {_TERMINAL})"
+        " RETURNING 1",
+        (holder,),
+    )
+    await tx.run("UPDATE batches SET holder=NULL WHERE holder=?", (holder,))
+    await tx.run("DELETE FROM holders WHERE id=?", (holder,))
+    return handed
+
+
+async def add_holder(tx: Tx, holder: HolderRow) -> None:
+    await tx.run(
+        f"INSERT INTO holders({HOLDER_COLS}) VALUES (?,?,?,?,?,?,?)",
+        (
+            holder.id,
+            holder.role,
+            holder.pid,
+            holder.host,
+            holder.proc_started,
+            holder.since,
+            holder.heartbeat,
+        ),
+    )
+
+
+async def heartbeat(tx: Tx, holder: str, now: float) -> bool:
+    return bool(
+        await tx.changed("UPDATE holders SET heartbeat=? WHERE id=? RETURNING 1", (now, holder))
+    )
+
+
+# -- retention --------------------------------------------------------------------------
+
+
+async def delete_finished(tx: Tx, before: float, limit: int) -> int:
+    """Delete up to ``limit`` jobs that ended before ``before`` with everything they left
+    (attempts, transitions, logs), but only once nothing of theirs is left on the engine;
+    then batches left empty. Returns the number of jobs deleted."""
+    # The unary ``+`` keeps SQLite off two indexes it would otherwise pick without
+    # statistics: ``jobs_state`` (every ended job, recent ones too, scanned again for each
+    # chunk) and ``attempts_open`` (every open attempt scanned once per job): on a store of
+    # 100,000 jobs with 1,000 in flight that made this select take over a minute.
+    rows = await tx.all(
+        "SELECT id FROM jobs WHERE finished IS NOT NULL AND finished < ?"
+        f" AND +state IN {_TERMINAL}"
+        " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id=jobs.id AND +a.removed=0)"
+        " LIMIT ?",
+        (before, limit),
+    )
+    ids = [r[0] for r in rows]
+    if not ids:
+        return 0
+    marks = ",".join("?" * len(ids))
+    await tx.run(
+        f"DELETE FROM logs WHERE attempt_id IN (SELECT id FROM attempts WHERE job_id IN ({marks}))",
+        ids,
+    )
+    await tx.run(f"DELETE FROM attempts WHERE job_id IN ({marks})", ids)
+    await tx.run(f"DELETE FROM transitions WHERE job_id IN ({marks})", ids)
+    await tx.run(f"DELETE FROM jobs WHERE id IN ({marks})", ids)
+    await tx.run(
+        "DELETE FROM batches WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.batch_id=batches.id)"
+    )
+    return len(ids)
+
+
+__all__ = ["AttemptEnd", "StreamLog", "attempt_id"]
