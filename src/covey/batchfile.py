@@ -298,10 +298,7 @@ def _argv(node: _Node) -> tuple[str, ...]:
 
 
 def _image(node: _Node) -> _Fields:
-    image = _as_text(node)
-    if not image.strip() or any(c.isspace() for c in image):
-        raise _fail(node, f"'{image}' is not an image reference")
-    return {"image": image}
+    return {"image": _check(flags.parse_image, node, _as_text(node))}
 
 
 def _user(node: _Node) -> _Fields:

@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from covey.errors import SpecError
+from covey.records import NANO
 from covey.spec import MOUNT_TYPES, Mount, MountType, SecretRef, validate_name
 
 INT64_MAX = 2**63 - 1
@@ -129,7 +130,6 @@ def parse_size(value: str | Number, *, what: str = "size") -> int:
 
 
 _CPUS_RE = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-NANO = 10**9
 
 
 def parse_cpus(value: str | Number, *, what: str = "cpus") -> int:
@@ -496,3 +496,107 @@ def parse_constraint(value: str, *, what: str = "--constraint") -> str:
             raise SpecError(f"{what}: node.role is manager or worker, not '{val}'")
         val = val.lower()
     return f"{key}{op}{val}"
+
+
+# -- image references ----------------------------------------------------------------------------
+# Docker's reference grammar (github.com/distribution/reference, regexp.go and normalize.go):
+# checked here so that a typo, or a file name given where an image belongs, fails at once with
+# its flag or field named, instead of as a job the engine rejects (or one that waits forever).
+
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REMOTE_RE = re.compile(f"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN_RE = re.compile(
+    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+)
+_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_DIGEST_RE = re.compile(r"(?P<alg>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*):(?P<hex>.*)")
+_DIGEST_HEX = {"sha256": 64, "sha384": 96, "sha512": 128}  # go-digest's known algorithms
+_IMAGE_ID_RE = re.compile(r"[a-f0-9]{64}")
+NAME_TOTAL_MAX = 255
+BATCH_SUFFIXES = (".yaml", ".yml")
+
+
+def image_problem(ref: str) -> str | None:
+    """What is wrong with ``ref`` as a docker image reference, or ``None`` if nothing is.
+
+    ``[HOST[:PORT]/]PATH[:TAG][@DIGEST]``: the first part is a registry host when it has a
+    ``.`` or ``:``, is ``localhost`` or has capitals, as docker decides; path components
+    are lower-case letters and digits joined by ``.``, ``_``, ``__`` or dashes.
+    """
+    if not ref:
+        return "must not be empty"
+    if any(c.isspace() for c in ref):
+        return "contains whitespace"
+    if _IMAGE_ID_RE.fullmatch(ref):
+        return "a 64-character hex string is an image id, not a name (tag the image)"
+    name, _, digest = ref.partition("@")
+    if digest and not _is_digest(digest):
+        return f"'{digest}' is not a digest (sha256: and 64 lower-case hex digits)"
+    colon = name.rfind(":")
+    if colon > name.rfind("/"):
+        name, tag = name[:colon], name[colon + 1 :]
+        if not _TAG_RE.fullmatch(tag):
+            return (
+                f"'{tag}' is not a tag (up to 128 letters, digits, '_', '.' and '-', "
+                "not starting with '.' or '-')"
+            )
+    return _name_problem(name)
+
+
+def _is_digest(digest: str) -> bool:
+    match = _DIGEST_RE.fullmatch(digest)
+    size = _DIGEST_HEX.get(match["alg"]) if match else None
+    return (
+        match is not None
+        and size is not None
+        and bool(re.fullmatch(f"[0-9a-f]{{{size}}}", match["hex"]))
+    )
+
+
+def _name_problem(name: str) -> str | None:
+    """The repository name, after docker's rule for telling a registry host from a path."""
+    first, slash, rest = name.partition("/")
+    remote = name
+    if slash and (first == "localhost" or any(c in first for c in ".:") or first != first.lower()):
+        if not _DOMAIN_RE.fullmatch(first):
+            return f"'{first}' is not a registry host[:port]"
+        remote = rest
+    if remote != remote.lower():
+        return f"repository name '{remote}' must be lower-case"
+    if not _REMOTE_RE.fullmatch(remote):
+        return (
+            f"'{remote}' is not a repository name (lower-case letters and digits, "
+            "separated by '/', '.', '_', '__' or '-')"
+        )
+    if len(name) > NAME_TOTAL_MAX:
+        return f"the name is longer than {NAME_TOTAL_MAX} characters"
+    return None
+
+
+def parse_image(value: str, *, what: str = "IMAGE", file_hint: str | None = None) -> str:
+    """``value`` if it is a valid image reference, else :class:`SpecError` naming ``what``.
+
+    ``file_hint`` (e.g. ``covey submit -f {}``) is for an argument that may be a batch file
+    given in the image's place: an existing file, or a name ending in ``.yaml``/``.yml``, is
+    refused with that hint even where the grammar allows it (``jobs.yaml`` is a valid name).
+    An image that happens to share its name with a file here can be given with its tag.
+    """
+    problem = image_problem(value)
+    if file_hint is not None:
+        is_file = _is_file(value)
+        if is_file or value.lower().endswith(BATCH_SUFFIXES):
+            kind = "is a file" if is_file else "looks like a batch file"
+            raise SpecError(
+                f"{what}: '{value}' {kind}, not an image; did you mean `{file_hint.format(value)}`?"
+            )
+    if problem is not None:
+        raise SpecError(f"{what}: '{value}' is not a valid image reference: {problem}")
+    return value
+
+
+def _is_file(value: str) -> bool:
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):
+        return False

@@ -381,6 +381,15 @@ def test_path_may_be_a_string_and_environ_defaults_to_os(
         ),
         ("jobs:\n  - image: [a]\n", "2: jobs[0].image: expected a string, got a list"),
         (
+            "jobs:\n  - image: a\n  - image: MyImage:1\n",
+            "3: jobs[1].image: 'MyImage:1' is not a valid image reference: repository name "
+            "'MyImage' must be lower-case",
+        ),
+        (
+            "defaults:\n  image: 'busybox:'\njobs: [{}]\n",
+            "2: defaults.image: 'busybox:' is not a valid image reference: '' is not a tag",
+        ),
+        (
             "jobs:\n  - image: a\n    volumes: /x:/y\n",
             "3: jobs[0].volumes: expected a list, got a string",
         ),

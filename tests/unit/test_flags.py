@@ -513,3 +513,97 @@ def test_parse_constraint_rejects(text: str, problem: str) -> None:
 def test_did_you_mean() -> None:
     assert flags.did_you_mean("imgae", ["image", "command"]) == " (did you mean 'image'?)"
     assert flags.did_you_mean("zzz", ["image", "command"]) == ""
+
+
+# -- image references (distribution/reference's grammar) -----------------------------------------
+
+DIGEST = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "busybox",
+        "busybox:latest",
+        "busybox:1.36.1-musl",
+        "library/busybox",
+        "myorg/team/app:2",
+        "my-org/my_app__x.y:V1_beta",
+        "a--b/c",
+        "localhost/app",
+        "localhost:5000/app:1",
+        "registry.example.com/org/app",
+        "registry.example.com:443/org/app:1.0",
+        "Registry.Example.com/app",  # a capital first part is a host, as docker decides
+        "127.0.0.1:5000/app",
+        "[::1]:5000/app",
+        f"busybox@{DIGEST}",
+        f"busybox:latest@{DIGEST}",
+        f"reg:5000/app@sha512:{'0' * 128}",
+        "8f0763351b3f",  # a short image id is a valid name
+        "jobs.yaml",  # valid for the grammar; `covey submit` says more (below)
+    ],
+)
+def test_image_references_docker_accepts(ref: str) -> None:
+    assert flags.image_problem(ref) is None
+    assert flags.parse_image(ref) == ref
+
+
+@pytest.mark.parametrize(
+    ("ref", "problem"),
+    [
+        ("", "must not be empty"),
+        ("busy box", "contains whitespace"),
+        ("Busybox", "repository name 'Busybox' must be lower-case"),
+        ("myorg/App", "repository name 'myorg/App' must be lower-case"),
+        ("busybox:", "'' is not a tag"),
+        ("busybox:.x", "'.x' is not a tag"),
+        ("busybox:" + "t" * 129, "is not a tag"),
+        ("busybox:a:b", "'busybox:a' is not a repository name"),  # one tag only
+        ("busybox@sha256:abc", "is not a digest"),
+        (f"busybox@md5:{'a' * 64}", "is not a digest"),
+        (f"busybox@sha256:{'A' * 64}", "is not a digest"),
+        ("-busybox", "'-busybox' is not a repository name"),
+        ("busybox-", "is not a repository name"),
+        ("a..b", "is not a repository name"),
+        ("a___b", "is not a repository name"),
+        ("org//app", "is not a repository name"),
+        ("/app", "is not a repository name"),
+        ("app/", "is not a repository name"),
+        ("./jobs.yaml", "'.' is not a registry host[:port]"),
+        ("-h.x:5000/app", "'-h.x:5000' is not a registry host[:port]"),
+        ("reg:port/app", "'reg:port' is not a registry host[:port]"),
+        ("a" * 64, "is an image id, not a name"),
+        ("a/" + "b" * 260, "longer than 255 characters"),
+    ],
+)
+def test_image_references_docker_refuses(ref: str, problem: str) -> None:
+    found = flags.image_problem(ref)
+    assert found is not None and problem in found, found
+    with pytest.raises(SpecError) as info:
+        flags.parse_image(ref, what="IMAGE")
+    assert str(info.value).startswith(f"IMAGE: '{ref}' is not a valid image reference: ")
+    assert len(str(info.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["jobs.yaml", "nightly.YML", "./jobs.txt", "jobs"])
+def test_a_batch_file_in_the_images_place_points_to_f(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if not name.endswith((".yaml", ".YML")):
+        (tmp_path / name.removeprefix("./")).write_text("jobs: []\n")
+    with pytest.raises(SpecError) as info:
+        flags.parse_image(name, what="IMAGE", file_hint="covey submit -f {}")
+    message = str(info.value)
+    assert message.startswith(f"IMAGE: '{name}' ")
+    assert message.endswith(f"did you mean `covey submit -f {name}`?")
+
+
+def test_without_a_file_hint_a_yaml_name_is_just_a_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert flags.parse_image("jobs.yaml") == "jobs.yaml"  # batch files: only the grammar
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "busybox").mkdir()  # a directory named like the image is no batch file
+    assert flags.parse_image("busybox", file_hint="covey submit -f {}") == "busybox"
