@@ -40,6 +40,7 @@ import anyio.lowlevel
 import covey.client
 from bench.covey_run import fold_ids
 from covey import Client, JobSpec, Options
+from covey.capture import Captured, LogRead
 from covey.engine import Engine
 from covey.records import EngineEvent
 
@@ -239,10 +240,10 @@ class SimEngine(Engine):
             return b""
         raise NotImplementedError(f"simulated engine: {method} {path}")
 
-    async def _logs(self, path: str, what: str, timeout: float) -> tuple[bytes, bytes]:
+    async def _logs(self, path: str, what: str, idle: float, cap: int) -> LogRead:
         self.requests[f"GET {what}"] += 1
         await anyio.lowlevel.checkpoint()
-        return b"", b""
+        return LogRead(Captured.empty(), Captured.empty())
 
     async def events(
         self, filters: Mapping[str, list[str]], *, since: int | None = None

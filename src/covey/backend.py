@@ -6,16 +6,20 @@ submitter, tracker and reaper never ask which one they drive.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Container, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import anyio
+
+from covey.capture import LogRead
 from covey.engine import ATTEMPT_LABEL, Conflict, Engine, NotFound, secret_id
 from covey.errors import EngineError
 from covey.governor import Usage, foreign_usage
-from covey.records import EngineEvent, NodeRecord
+from covey.records import NANO, EngineEvent, NodeRecord
 from covey.spec import JobSpec
 from covey.states import (
+    PRE_RUNNING,
     Observation,
     Outcome,
     Phase,
@@ -30,7 +34,18 @@ STORE_LABEL = "covey.store"
 BATCH_LABEL = "covey.batch"
 JOB_LABEL = "covey.job"
 NAME_LABEL = "covey.name"
-NANO = 1_000_000_000
+
+# Every job logs through the engine's ``local`` driver, whatever the engine's default: the
+# default ``json-file`` stores each line as a JSON string and turns bytes that are not UTF-8
+# into U+FFFD (a job printing 0xFF is read back as EF BF BD); ``local`` keeps bytes as they
+# were written. Its default rotation (5 compressed files of 20 MB) drops the head of a long
+# log (measured: 7.1 of 10 MB kept for `yes | head -c 10M`: it frames every line, ~27 bytes
+# each), and covey's size count and ``covey run``'s passthrough need all of it: one file,
+# never rotated in practice (max-size 0 would rotate at every write; compression needs two
+# files), so the engine keeps a job's whole log until covey removes the job, as json-file did.
+LOG_OPTIONS = {"max-size": "1t", "max-file": "1", "compress": "false"}
+LOG_DRIVER = "local"
+CONTAINER_POLL = 0.25  # a follower waiting for its task's container
 
 
 class StartFailed(EngineError):
@@ -74,9 +89,11 @@ class Backend(Protocol):
     async def capacity(self, ours: set[str]) -> tuple[list[NodeRecord], dict[str, Usage]]: ...
     async def stop(self, attempt: AttemptRow) -> None: ...
     async def logs(
-        self, attempt: AttemptRow, timeout: float, container: str | None = None
-    ) -> tuple[bytes, bytes]: ...
-    def follow_logs(self, attempt: AttemptRow) -> AsyncIterator[tuple[int, bytes]]: ...
+        self, attempt: AttemptRow, timeout: float, container: str | None = None, *, cap: int = 0
+    ) -> LogRead: ...
+    def follow_logs(
+        self, attempt: AttemptRow, *, follow: bool = True
+    ) -> AsyncIterator[tuple[int, bytes]]: ...
     async def remove(self, attempt: AttemptRow) -> bool: ...
     async def leftovers(self) -> list[tuple[str, str, str | None]]: ...
     async def remove_object(self, ident: str) -> bool: ...
@@ -95,13 +112,10 @@ class SwarmBackend:
     def __init__(self, engine: Engine, store_id: str) -> None:
         self.engine = engine
         self.store_id = store_id
+        self._node_id: str | None = None  # the engine's own node (follow_logs)
 
     def event_filters(self) -> dict[str, list[str]]:
-        return {
-            "type": ["container"],
-            "event": ["start", "die"],
-            "label": [f"{STORE_LABEL}={self.store_id}"],
-        }
+        return event_filters(self.store_id)
 
     async def _service_body(
         self, attempt: AttemptRow, spec: JobSpec, labels: Mapping[str, str]
@@ -140,6 +154,7 @@ class SwarmBackend:
         template: dict[str, Any] = {
             "ContainerSpec": container,
             "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
+            "LogDriver": {"Name": LOG_DRIVER, "Options": dict(LOG_OPTIONS)},
             "Resources": {
                 "Limits": {"NanoCPUs": r.limit_nano_cpus, "MemoryBytes": r.limit_memory},
                 "Reservations": {"NanoCPUs": r.reserve_nano_cpus, "MemoryBytes": r.reserve_memory},
@@ -194,20 +209,52 @@ class SwarmBackend:
         return
 
     async def logs(
-        self, attempt: AttemptRow, timeout: float, container: str | None = None
-    ) -> tuple[bytes, bytes]:
+        self, attempt: AttemptRow, timeout: float, container: str | None = None, *, cap: int = 0
+    ) -> LogRead:
         """The service's logs; or, given the task's container on this engine, that container's.
 
         Swarm serves a service's logs only after the manager has taken in the task's end
         (read at the ``die`` event they are often empty), but a local container's logs are
         complete when its ``die`` event is sent: the reaper need not wait for a listing.
+        ``timeout`` bounds the wait for the next bytes; ``cap`` is the tail kept per stream.
         """
         if container is not None:
-            return await self.engine.container_logs(container, timeout=timeout)
-        return await self.engine.service_logs(attempt.engine_id or attempt.service, timeout=timeout)
+            return await self.engine.container_logs(container, timeout=timeout, cap=cap)
+        ident = attempt.engine_id or attempt.service
+        return await self.engine.service_logs(ident, timeout=timeout, cap=cap)
 
-    def follow_logs(self, attempt: AttemptRow) -> AsyncIterator[tuple[int, bytes]]:
-        return self.engine.follow_service_logs(attempt.engine_id or attempt.service)
+    async def follow_logs(
+        self, attempt: AttemptRow, *, follow: bool = True
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        """The attempt's output as it is written (``follow=False``: as it is now): at its
+        container when its task runs on this engine, else the service's stream.
+
+        Swarm passes a service's stream line by line through the manager's log broker, at
+        several times the engine's cost per line (2 MB of `yes` lines: 117 s against 15 s for
+        the container's), and a dockerd whose log pipeline is more than about 12 s behind
+        the job when it exits drops the rest of the log ("Logger didn't exit in time").
+        """
+        container = await self._local_container(attempt)
+        if container is not None:
+            stream = self.engine.follow_container_logs(container, follow=follow)
+        else:
+            ident = attempt.engine_id or attempt.service
+            stream = self.engine.follow_service_logs(ident, follow=follow)
+        async for piece in stream:
+            yield piece
+
+    async def _local_container(self, attempt: AttemptRow) -> str | None:
+        """The attempt's container once its task has one, if it is on this engine."""
+        if self._node_id is None:
+            self._node_id = (await self.engine.info()).node_id or ""
+        ident = attempt.engine_id or attempt.service
+        while True:
+            for task in await self.engine.tasks({"service": [ident]}):
+                if task.container_id:
+                    return task.container_id if task.node_id == self._node_id else None
+                if task.state not in PRE_RUNNING:
+                    return None  # ended without a container: nothing to follow anywhere
+            await anyio.sleep(CONTAINER_POLL)
 
     async def remove(self, attempt: AttemptRow) -> bool:
         return await self.engine.remove_service(attempt.engine_id or attempt.service)
@@ -232,16 +279,16 @@ class ContainerBackend:
         self._node: NodeRecord | None = None
 
     def event_filters(self) -> dict[str, list[str]]:
-        return {
-            "type": ["container"],
-            "event": ["start", "die"],
-            "label": [f"{STORE_LABEL}={self.store_id}"],
-        }
+        return event_filters(self.store_id)
 
     @staticmethod
     def _body(spec: JobSpec, labels: Mapping[str, str]) -> dict[str, Any]:
         r = spec.resources
-        host: dict[str, Any] = {"NanoCpus": r.limit_nano_cpus, "Memory": r.limit_memory}
+        host: dict[str, Any] = {
+            "NanoCpus": r.limit_nano_cpus,
+            "Memory": r.limit_memory,
+            "LogConfig": {"Type": LOG_DRIVER, "Config": dict(LOG_OPTIONS)},
+        }
         if spec.mounts:
             host["Mounts"] = [
                 {"Type": m.type, "Target": m.target, "ReadOnly": m.read_only}
@@ -339,14 +386,18 @@ class ContainerBackend:
             return
 
     async def logs(
-        self, attempt: AttemptRow, timeout: float, container: str | None = None
-    ) -> tuple[bytes, bytes]:
+        self, attempt: AttemptRow, timeout: float, container: str | None = None, *, cap: int = 0
+    ) -> LogRead:
         return await self.engine.container_logs(
-            container or attempt.engine_id or attempt.service, timeout=timeout
+            container or attempt.engine_id or attempt.service, timeout=timeout, cap=cap
         )
 
-    def follow_logs(self, attempt: AttemptRow) -> AsyncIterator[tuple[int, bytes]]:
-        return self.engine.follow_container_logs(attempt.engine_id or attempt.service)
+    def follow_logs(
+        self, attempt: AttemptRow, *, follow: bool = True
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        return self.engine.follow_container_logs(
+            attempt.engine_id or attempt.service, follow=follow
+        )
 
     async def remove(self, attempt: AttemptRow) -> bool:
         return await self.engine.remove_container(attempt.engine_id or attempt.service)
@@ -359,11 +410,26 @@ class ContainerBackend:
         return await self.engine.remove_container(ident)
 
 
-def event_observation(event: EngineEvent) -> tuple[str, Observation] | None:
+def event_filters(store_id: str) -> dict[str, list[str]]:
+    """This store's container events: ``start`` and ``die`` (hints about an attempt), and
+    ``kill``, which docker sends before the ``die`` of a container it was told to stop."""
+    return {
+        "type": ["container"],
+        "event": ["start", "kill", "die"],
+        "label": [f"{STORE_LABEL}={store_id}"],
+    }
+
+
+def event_observation(
+    event: EngineEvent, killed: Container[str] = frozenset()
+) -> tuple[str, Observation] | None:
     """A container start/die event as a hint about one attempt.
 
-    Only ``start`` and a zero-exit ``die`` are taken as facts: a non-zero ``die`` may be a
-    drain's SIGTERM or covey's own stop, which only the task list can tell apart.
+    Only ``start`` and a zero-exit ``die`` of a container no one signalled are taken as
+    facts. A non-zero ``die`` may be a drain's SIGTERM or covey's own stop, which only the
+    task list can tell apart; and a job that traps SIGTERM exits 0 when it is stopped, so a
+    zero exit of a container in ``killed`` (it had a ``kill`` event first) is left to the
+    task list too, which says ``complete`` or ``shutdown``.
     """
     attempt = event.attributes.get(ATTEMPT_LABEL)
     if not attempt:
@@ -371,6 +437,10 @@ def event_observation(event: EngineEvent) -> tuple[str, Observation] | None:
     node = event.attributes.get("com.docker.swarm.node.id")
     if event.action == "start":
         return attempt, Observation(Phase.RUNNING, node_id=node)
-    if event.action == "die" and event.attributes.get("exitCode") == "0":
+    if (
+        event.action == "die"
+        and event.attributes.get("exitCode") == "0"
+        and event.actor_id not in killed
+    ):
         return attempt, Observation(Phase.ENDED, Outcome.SUCCEEDED, 0, node_id=node)
     return None

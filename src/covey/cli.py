@@ -3,7 +3,8 @@
 
 Exit codes follow ``docker run``: the job's own code, 124 for a deadline, 125 when covey or
 the engine failed (also for bad flags: typer's usage errors are mapped from 2 to 125),
-126/127 when the command could not be started, 130/143 after SIGINT/SIGTERM.
+126/127 when the command could not be started, 130/143 after SIGINT/SIGTERM; and 125 from
+``covey run`` whose job's output could not all be passed through.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from covey.flags import (
     parse_env,
     parse_env_file,
     parse_exit_codes,
+    parse_image,
     parse_label,
     parse_mount,
     parse_secret,
@@ -111,6 +113,7 @@ def options(
     keep_failed: str | None = None,
     log_cap: str | None = None,
     pending_timeout: str | None = None,
+    engine_timeout: str | None = None,
 ) -> Options:
     opts = Options(max_concurrent=max_concurrent, keep=keep)
     if max_concurrent is not None and max_concurrent < 1:
@@ -123,7 +126,18 @@ def options(
         opts.pending_timeout = parse_duration(
             pending_timeout, what="--pending-timeout", allow_zero=False
         )
+    if engine_timeout is not None:
+        opts.engine_timeout = parse_duration(engine_timeout, what="--engine-timeout")
     return opts
+
+
+EngineTimeoutOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine-timeout",
+        help="How long to retry a create or removal while the engine is unavailable (2m).",
+    ),
+]
 
 
 # -- the job flags shared by `run` and `submit` ---------------------------------------------------
@@ -189,18 +203,28 @@ def run(
     quiet: Annotated[
         bool, typer.Option("-q", "--quiet", help="Do not stream the job's logs.")
     ] = False,
+    log_cap: Annotated[
+        str | None,
+        typer.Option("--log-cap", help="Bytes of logs kept per stream in the store (0: all)."),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     mode: Annotated[
         Mode, typer.Option("--mode", help="Swarm services or plain containers.")
     ] = Mode.auto,
+    engine_timeout: EngineTimeoutOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Run one job, like `docker run`: stream its logs, exit with its exit code."""
     args = dict(locals())
 
     async def main() -> int:
-        spec = spec_from_flags(args)
-        opts = options(keep=keep, pending_timeout=pending_timeout)
+        spec = spec_from_flags(args, file_hint="covey batch {}")
+        opts = options(
+            keep=keep,
+            pending_timeout=pending_timeout,
+            engine_timeout=engine_timeout,
+            log_cap=log_cap,
+        )
         async with Client(db=_db(db), mode=mode.value, options=opts) as client:
             if detach:
                 print(await foreground.detach(client, spec, service_name=name))
@@ -212,8 +236,11 @@ def run(
     execute(main)
 
 
-def spec_from_flags(a: dict[str, Any]) -> JobSpec:
-    """Build a :class:`JobSpec` from ``run``'s flags; every problem names its flag."""
+def spec_from_flags(a: dict[str, Any], *, file_hint: str) -> JobSpec:
+    """Build a :class:`JobSpec` from ``run``'s flags; every problem names its flag.
+
+    ``file_hint`` is the command to suggest when IMAGE is a batch file (see ``parse_image``).
+    """
     environ = os.environ
     pairs: list[tuple[str, str]] = []
     for path in a["env_file"]:
@@ -235,7 +262,7 @@ def spec_from_flags(a: dict[str, Any]) -> JobSpec:
     if a["name"] is not None:
         validate_name(a["name"], what="--name")
     return JobSpec(
-        image=a["image"],
+        image=parse_image(a["image"], file_hint=file_hint),
         command=tuple(a["command"] or ()),
         entrypoint=(a["entrypoint"],) if a["entrypoint"] else None,
         env=tuple(pairs),
@@ -268,7 +295,7 @@ app.command(
 
 # -- submit: run's job flags, queued for `covey supervise` ---------------------------------------
 
-_SUBMIT_ONLY = {"detach", "keep", "quiet", "json_out", "mode", "db"}
+_SUBMIT_ONLY = {"detach", "keep", "quiet", "log_cap", "json_out", "mode", "engine_timeout", "db"}
 
 
 def submit(**kw: Any) -> None:
@@ -286,7 +313,7 @@ def submit(**kw: Any) -> None:
 
             specs = load_batch(file)
         elif kw["image"]:
-            specs = [spec_from_flags(kw)]
+            specs = [spec_from_flags(kw, file_hint="covey submit -f {}")]
         else:
             raise SpecError("nothing to submit: give IMAGE [COMMAND...] or --file FILE")
         return await commands.submit(
@@ -365,6 +392,7 @@ def batch(
     mode: Annotated[
         Mode, typer.Option("--mode", help="Swarm services or plain containers.")
     ] = Mode.auto,
+    engine_timeout: EngineTimeoutOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Run every job of a batch file to its end; exit 0 only if all succeeded."""
@@ -373,7 +401,12 @@ def batch(
         from covey.batchfile import load_batch
 
         specs = load_batch(file)
-        opts = options(max_concurrent=max_concurrent, keep_failed=keep_failed, log_cap=log_cap)
+        opts = options(
+            max_concurrent=max_concurrent,
+            keep_failed=keep_failed,
+            log_cap=log_cap,
+            engine_timeout=engine_timeout,
+        )
         async with Client(db=_db(db), mode=mode.value, options=opts) as client:
             return await foreground.run_batch(
                 client, specs, name=file.name, as_json=json_out, progress=not no_progress
@@ -400,14 +433,37 @@ def supervise(
     mode: Annotated[
         Mode, typer.Option("--mode", help="Swarm services or plain containers.")
     ] = Mode.auto,
+    standby: Annotated[
+        bool,
+        typer.Option(
+            "--standby",
+            help="If another supervisor runs on this store, wait and take over when it is gone.",
+        ),
+    ] = False,
+    retain: Annotated[
+        str | None,
+        typer.Option(
+            "--retain",
+            help="Delete jobs that ended longer ago than this (e.g. 30d), hourly, with their logs.",
+        ),
+    ] = None,
+    engine_timeout: EngineTimeoutOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Run the store's queue forever: adopt what is in flight, then admit, track, reap."""
 
     async def main() -> int:
-        opts = options(max_concurrent=max_concurrent, keep_failed=keep_failed, log_cap=log_cap)
+        opts = options(
+            max_concurrent=max_concurrent,
+            keep_failed=keep_failed,
+            log_cap=log_cap,
+            engine_timeout=engine_timeout,
+        )
+        opts.supervise = True
+        if retain is not None:
+            opts.retain = parse_duration(retain, what="--retain")
         async with Client(db=_db(db), mode=mode.value, options=opts) as client:
-            return await foreground.supervise(client, metrics_addr=metrics_addr)
+            return await foreground.supervise(client, metrics_addr=metrics_addr, standby=standby)
 
     execute(main)
 
@@ -487,12 +543,25 @@ def wait(
 @app.command("prune")
 def prune(
     older_than: Annotated[
-        str, typer.Option("--older-than", help="Only what ended this long ago.")
-    ] = "0",
+        str | None, typer.Option("--older-than", help="Only what ended this long ago (e.g. 30d).")
+    ] = None,
+    jobs: Annotated[
+        bool,
+        typer.Option(
+            "--jobs",
+            help="Also delete ended jobs (attempts, history, logs) from the store; needs"
+            " --older-than.",
+        ),
+    ] = False,
     db: DbOpt = None,
 ) -> None:
-    """Remove services/containers of this store that no job needs any more (never others)."""
-    execute(lambda: commands.prune(_db(db), parse_duration(older_than, what="--older-than")))
+    """Remove what covey left behind: this store's services/containers that no job needs
+    any more (never others), after recording the end of jobs whose covey process is gone;
+    with --jobs, old jobs from the store too."""
+    if jobs and older_than is None:
+        raise SpecError("--jobs: give --older-than too (e.g. --older-than 30d)")
+    age = parse_duration(older_than, what="--older-than") if older_than else 0.0
+    execute(lambda: commands.prune(_db(db), age, jobs=jobs))
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ is given. ``submit`` only queues work for a ``covey supervise`` process.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -21,10 +22,14 @@ from covey.backend import Backend, ContainerBackend, SwarmBackend
 from covey.context import Context, Options
 from covey.engine import Engine
 from covey.errors import EngineError, SpecError
+from covey.flags import image_problem
+from covey.holders import HEARTBEAT
 from covey.results import JobResult, result_from
+from covey.retrying import retry
 from covey.spec import JobSpec
 from covey.store import JobSnapshot, Scope, Store
 
+log = logging.getLogger("covey")
 Mode = Literal["auto", "swarm", "container"]
 SETTLE_GRACE = 10.0
 
@@ -40,6 +45,23 @@ async def pick_backend(engine: Engine, store_id: str, mode: Mode) -> Backend:
     if mode == "swarm" or (mode == "auto" and info.swarm_manager):
         return SwarmBackend(engine, store_id)
     return ContainerBackend(engine, store_id)
+
+
+def _check_images(specs: Sequence[JobSpec]) -> None:
+    """The docker reference grammar, before anything is stored (as the CLI checks it)."""
+    for n, spec in enumerate(specs):
+        problem = image_problem(spec.image)
+        if problem is not None:
+            raise SpecError(
+                f"jobs[{n}].image: {spec.image!r} is not a valid image reference: {problem}"
+            )
+
+
+async def _heartbeat(store: Store, holder: str) -> None:
+    """Say now and then that this process still holds its batches (see covey.holders)."""
+    while True:
+        await anyio.sleep(HEARTBEAT)
+        await store.heartbeat(holder)
 
 
 class Client:
@@ -64,14 +86,28 @@ class Client:
         self._listeners: list[Callable[[tuple[str, JobSnapshot | None]], None]] = []
         self._ctx: Context | None = None
         self._tg: TaskGroup | None = None
+        self._holder: str | None = None  # this process, as the owner of its batches
         self.engine: Engine | None = None
         self.store: Store | None = None
 
     async def __aenter__(self) -> Client:
         try:
-            self.engine = await self._stack.enter_async_context(Engine(self.docker_host))
-            self.store = await self._stack.enter_async_context(Store.open(self.db))
-            self.backend = await pick_backend(self.engine, self.store.id, self.mode)
+            # a supervisor waits out another process's long write lock; a command gives up
+            patience = None if self.options.supervise else 60.0
+            self.store = await self._stack.enter_async_context(
+                Store.open(self.db, lock_patience=patience)
+            )
+            if self.options.supervise:
+                # started while dockerd restarts (a service manager restarting it after a
+                # crash, say): wait for the engine, as a running supervisor does
+                self.engine, self.backend = await retry(
+                    self._connect,
+                    what="the Docker engine",
+                    give_up_after=self.options.engine_timeout,
+                    on_retry=lambda exc: log.warning("waiting for the Docker engine: %s", exc),
+                )
+            else:
+                self.engine, self.backend = await self._connect()
             # Entered here, not at the first start(): a task group entered inside the caller's
             # own cancel scope (``with fail_after(): await c.run()``) and left in __aexit__
             # corrupts anyio's cancel-scope stack.
@@ -81,6 +117,19 @@ class Client:
             raise
         return self
 
+    async def _connect(self) -> tuple[Engine, Backend]:
+        """The engine and the backend it calls for; nothing left open if either fails."""
+        assert self.store is not None
+        engine = Engine(self.docker_host)
+        await engine.open()
+        try:
+            backend = await pick_backend(engine, self.store.id, self.mode)
+        except BaseException:
+            await engine.close()
+            raise
+        self._stack.push_async_callback(engine.close)
+        return engine, backend
+
     async def __aexit__(self, *exc: object) -> None:
         if self._ctx is not None and exc[0] is None:
             # let attempts that already ended finish their clean-up (logs, removal)
@@ -89,7 +138,13 @@ class Client:
                     await anyio.sleep(0.05)
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
-        await self._stack.aclose()
+        try:
+            if self._holder is not None and self.store is not None:
+                # what is left unfinished goes to the queue: a supervisor adopts it
+                with anyio.CancelScope(shield=True):
+                    await self.store.unhold(self._holder)
+        finally:
+            await self._stack.aclose()
 
     @property
     def context(self) -> Context:
@@ -100,12 +155,29 @@ class Client:
     async def _start(self) -> Context:
         if self._ctx is None:
             assert self.store is not None
+            holder, _ = await self.store.hold("run")
+            self._holder = holder.id
             self._ctx = Context(
-                self.store, self.backend, self.options, Scope(()), on_settled=self._settled
+                self.store,
+                self.backend,
+                self.options,
+                Scope(()),
+                on_settled=self._settled,
+                on_outside_change=self._outside_change,
             )
             assert self._tg is not None
             await self._tg.start(supervisor.run, self._ctx)
+            self._tg.start_soon(_heartbeat, self.store, holder.id)
         return self._ctx
+
+    async def _outside_change(self, since: float) -> None:
+        """Another process committed (``covey cancel`` from another shell, a prune): jobs
+        of ours it ended without an attempt of ours in flight are settled here, or
+        ``wait``/``map`` would wait for a reaper that has nothing to reap."""
+        ctx = self.context
+        for job_id in await ctx.store.ended_since(ctx.scope, since):
+            if ctx.live_for_job(job_id) is None:
+                self._settled(job_id, None)
 
     def _settled(self, job_id: str, snapshot: JobSnapshot | None) -> None:
         event = self._done.get(job_id)
@@ -124,9 +196,10 @@ class Client:
         """Queue a batch for this client's orchestrator and return at once."""
         if not specs:
             raise SpecError("no jobs to run")
+        _check_images(specs)
         ctx = await self._start()
         batch_id, job_ids, _ = await ctx.store.create_batch(
-            specs, name=name, owner="run", service_names=service_names
+            specs, name=name, owner="run", holder=self._holder, service_names=service_names
         )
         self._batches.append(batch_id)
         ctx.scope = Scope(tuple(self._batches))
@@ -191,6 +264,7 @@ class Client:
     ) -> tuple[str, list[str]]:
         """Queue jobs for ``covey supervise``; returns (batch id, job ids) at once."""
         assert self.store is not None
+        _check_images(specs)
         batch_id, job_ids, _ = await self.store.create_batch(
             specs, name=name, idempotency_key=idempotency_key
         )

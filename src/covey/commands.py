@@ -13,11 +13,13 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 from rich.console import Console
 from rich.table import Table
 
+from covey import holders as holding
 from covey.backend import Backend
 from covey.client import pick_backend
 from covey.engine import Engine, NotFound
@@ -26,10 +28,20 @@ from covey.reaper import prune as prune_objects
 from covey.reaper import remove_with_retry, save_logs
 from covey.results import result_of
 from covey.spec import JobSpec
-from covey.states import JobState, Observation, Outcome, Phase
-from covey.store import EndDecision, JobRow, Store
+from covey.states import JobState, Observation, Outcome
+from covey.store import (
+    DEFAULT_LOG_CAP,
+    AttemptEnd,
+    AttemptRow,
+    HolderRow,
+    JobRow,
+    LogRecord,
+    Store,
+    attempt_id,
+)
 
 out = Console(highlight=False, soft_wrap=True)
+WAIT_POLL = 0.2
 
 
 def _when(ts: float | None) -> str:
@@ -43,11 +55,24 @@ async def submit(
 ) -> int:
     async with Store.open(db) as store:
         batch_id, job_ids, existed = await store.create_batch(specs, name=name, idempotency_key=key)
+        if await _supervisor(store) is None:
+            print(
+                f"covey: warning: no covey supervise is running on {store.path}: the jobs stay"
+                " queued until one is started",
+                file=sys.stderr,
+            )
     if as_json:
         print(json.dumps({"batch": batch_id, "jobs": job_ids, "existing": existed}))
     else:
         print(batch_id)
     return 0
+
+
+async def _supervisor(store: Store) -> HolderRow | None:
+    """The live supervisor of this store, if one runs."""
+    return next(
+        (h for h in await store.holders() if h.role == "supervisor" and holding.alive(h)), None
+    )
 
 
 async def _targets(store: Store, refs: Sequence[str]) -> list[str]:
@@ -69,7 +94,7 @@ async def ls(
     for s in states:
         if s not in valid:
             raise StoreError(f"--state: {s!r} is not a state (one of {', '.join(sorted(valid))})")
-    async with Store.open(db) as store:
+    async with Store.open(db, readonly=True) as store:
         jobs = await store.jobs(batch_id=batch_id, states=states)
     wanted: list[tuple[str, str | None]] = [
         (x.partition("=")[0], x.partition("=")[2] if "=" in x else None) for x in labels
@@ -118,7 +143,7 @@ def _job_json(j: JobRow) -> dict[str, object]:
 
 
 async def show(db: Path | None, ref: str, as_json: bool) -> int:
-    async with Store.open(db) as store:
+    async with Store.open(db, readonly=True) as store:
         kind, ids = await store.resolve(ref)
         if kind == "batch":
             batch = await store.batch(ref) or await store.batch(
@@ -204,7 +229,7 @@ async def show(db: Path | None, ref: str, as_json: bool) -> int:
 
 
 async def logs(db: Path | None, ref: str, follow: bool, attempt_n: int | None) -> int:
-    async with Store.open(db) as store:
+    async with Store.open(db, readonly=True) as store:
         _, ids = await store.resolve(ref)
         if len(ids) != 1:
             raise StoreError(f"{ref!r} is a batch: give one job")
@@ -213,7 +238,7 @@ async def logs(db: Path | None, ref: str, follow: bool, attempt_n: int | None) -
         n = attempt_n or job.attempts
         if n == 0:
             raise StoreError(f"job {job.id} has not started yet")
-        attempt = await store.attempt(f"{job.id}-{n}")
+        attempt = await store.attempt(attempt_id(job.id, n))
         if attempt is None:
             raise StoreError(f"job {job.id} has no attempt {n}")
         written = {"stdout": 0, "stderr": 0}
@@ -225,14 +250,26 @@ async def logs(db: Path | None, ref: str, follow: bool, attempt_n: int | None) -
     for stream, sink in (("stdout", sys.stdout.buffer), ("stderr", sys.stderr.buffer)):
         rec = records.get(stream)
         if rec is not None:
-            if rec.truncated and not written[stream]:
-                print(
-                    f"covey: {stream} truncated to its last {len(rec.data)} of {rec.size} bytes",
-                    file=sys.stderr,
-                )
-            sink.write(rec.data[written[stream] :] if not rec.truncated else rec.data)
-            sink.flush()
+            _write_rest(stream, sink, rec, written[stream])
     return 0
+
+
+def _write_rest(stream: str, sink: BinaryIO, rec: LogRecord, written: int) -> None:
+    """What of a stored stream is not written yet (``written`` bytes came from the engine),
+    saying on stderr what the store does not hold: a cut head (``--log-cap``), or a tail
+    the engine could not give."""
+    head = rec.size - len(rec.data)  # bytes cut off the front when it was stored
+    if written < head:
+        done = "" if not written else f" after the {written} followed"
+        print(
+            f"covey: {stream}: {head - written} bytes{done} are not kept (the store holds the"
+            f" last {len(rec.data)} of {rec.size} bytes: --log-cap)",
+            file=sys.stderr,
+        )
+    sink.write(rec.data[max(0, written - head) :])
+    sink.flush()
+    if not rec.complete:
+        print(f"covey: {stream} incomplete: the engine could not give all of it", file=sys.stderr)
 
 
 async def _follow_engine(store: Store, attempt_id: str, written: dict[str, int]) -> None:
@@ -258,7 +295,7 @@ async def _follow_engine(store: Store, attempt_id: str, written: dict[str, int])
                     return
 
             tg.start_soon(copy)
-            while True:
+            while True:  # a container's stream ends with it; the store has the rest
                 current = await store.attempt(attempt_id)
                 if current is None or current.logs_saved:
                     break
@@ -267,46 +304,55 @@ async def _follow_engine(store: Store, attempt_id: str, written: dict[str, int])
 
 
 async def cancel(db: Path | None, refs: Sequence[str]) -> int:
-    """Record the request first (no retry or late end can revive the job), then stop what runs."""
+    """Record the request first (no retry or late end can revive the job), then stop what
+    runs. An attempt that had already ended on the engine is recorded as it ended: a job
+    that exited 0 before the cancel reached it succeeded."""
     async with Store.open(db) as store:
         ids = await _targets(store, refs)
         live = await store.request_cancel(ids)
         running = []
         for job in live:
-            attempt = await store.attempt(f"{job.id}-{job.attempts}") if job.attempts else None
+            attempt = (
+                await store.attempt(attempt_id(job.id, job.attempts)) if job.attempts else None
+            )
             if attempt is not None and attempt.phase != "ended":
                 running.append(attempt)
         if running:
             async with Engine() as engine:
                 backend = await pick_backend(engine, store.id, "auto")
+                seen = {s.attempt: s.observation for s in await backend.observe({})}
                 for attempt in running:
-                    await _cancel_attempt(store, backend, attempt)
-        print(f"cancelled {len(ids) - 0} job(s)" if ids else "nothing to cancel")
+                    await _cancel_attempt(store, backend, attempt, seen.get(attempt.id))
+        jobs = await store.jobs_by_id(ids)
+    cancelled = sum(j.state is JobState.CANCELLED for j in jobs)
+    if not ids:
+        print("nothing to cancel")
+    else:
+        others = len(ids) - cancelled
+        print(
+            f"cancelled {cancelled} job(s)"
+            + (f"; {others} had ended or are ending on their own" if others else "")
+        )
     return 0
 
 
-async def _cancel_attempt(store: Store, backend: Backend, attempt: object) -> None:
-    from covey.store import AttemptRow
-
-    assert isinstance(attempt, AttemptRow)
-    await store.set_stop_reason(attempt.id, "cancel")
-    # The engine id may not be noted yet (the store notes it lazily): act by name.
-    with contextlib.suppress(NotFound):
-        await backend.stop(attempt)
-    await save_logs(store, backend, attempt, 10.0, 0)
-    await store.finish_attempt(
-        attempt,
-        outcome=Outcome.CANCELLED,
-        exit_code=None,
-        error="cancelled",
-        node=None,
-        at=time.time(),
-        source="covey",
-        decision=EndDecision(JobState.CANCELLED, counts_as_run=False, detail="cancelled"),
-    )
+async def _cancel_attempt(
+    store: Store, backend: Backend, attempt: AttemptRow, seen: Observation | None
+) -> None:
+    if seen is not None and seen.ended:  # ended before the cancel reached it: as it ended
+        outcome = seen.outcome or Outcome.LOST
+        at = min(seen.at or time.time(), time.time())
+        end = AttemptEnd(outcome, seen.exit_code, seen.error, None, at, "covey")
+    else:
+        await store.set_stop_reason(attempt.id, "cancel")
+        # The engine id may not be noted yet (the store notes it lazily): act by name.
+        with contextlib.suppress(NotFound):
+            await backend.stop(attempt)
+        end = AttemptEnd(Outcome.CANCELLED, None, "cancelled", None, time.time(), "covey")
+    await save_logs(store, backend, attempt, 10.0, DEFAULT_LOG_CAP)
+    await store.finish(attempt, end)
     if await remove_with_retry(backend, attempt):
         store.mark_removed(attempt.id)
-    _ = Observation, Phase
 
 
 async def retry(db: Path | None, refs: Sequence[str]) -> int:
@@ -318,32 +364,83 @@ async def retry(db: Path | None, refs: Sequence[str]) -> int:
 
 
 async def wait(db: Path | None, refs: Sequence[str], timeout: float | None) -> int:
-    async with Store.open(db) as store:
+    """Until every job ended. The store is read again only when another process committed
+    (one ``PRAGMA data_version`` per look), and then only the jobs still open."""
+    async with Store.open(db, readonly=True) as store:
         ids = await _targets(store, refs)
         deadline = None if timeout is None else time.monotonic() + timeout
+        open_ids = set(ids)
+        version: int | None = None
+        warned = False
         while True:
-            jobs = await store.jobs_by_id(ids)
-            if all(j.state.terminal for j in jobs):
-                bad = [j for j in jobs if j.state is not JobState.SUCCEEDED]
-                for j in bad:
-                    print(
-                        f"covey: job {j.id} ({j.name}) {j.state.value}"
-                        + (f", exit {j.exit_code}" if j.exit_code is not None else ""),
-                        file=sys.stderr,
-                    )
-                return 0 if not bad else 1
+            seen, version = version, await store.data_version()
+            if seen != version:
+                open_ids -= await store.terminal_among(sorted(open_ids))
+            if not open_ids:
+                break
+            if not warned and await _unserved(store, sorted(open_ids)):
+                warned = True
+                print(
+                    f"covey: warning: no covey supervise is running on {store.path}, and no"
+                    " other covey process holds these jobs: they wait until one is started",
+                    file=sys.stderr,
+                )
             if deadline is not None and time.monotonic() > deadline:
                 print(f"covey: still not done after {timeout:g}s", file=sys.stderr)
                 return 124
-            await anyio.sleep(0.2)
+            await anyio.sleep(WAIT_POLL)
+        jobs = await store.jobs_by_id(ids)
+    bad = [j for j in jobs if j.state is not JobState.SUCCEEDED]
+    for j in bad:
+        print(
+            f"covey: job {j.id} ({j.name}) {j.state.value}"
+            + (f", exit {j.exit_code}" if j.exit_code is not None else ""),
+            file=sys.stderr,
+        )
+    return 0 if not bad else 1
 
 
-async def prune(db: Path | None, older_than: float) -> int:
-    async with Store.open(db) as store, Engine() as engine:
-        backend = await pick_backend(engine, store.id, "auto")
-        removed = await prune_objects(store, backend, older_than=older_than)
-    for name in removed:
-        print(name)
+async def _unserved(store: Store, job_ids: Sequence[str]) -> bool:
+    """No live process will move these jobs: no supervisor, and their batches' foreground
+    holders (if any) are gone."""
+    if await _supervisor(store) is not None:
+        return False
+    live = {h.id for h in await store.holders() if holding.alive(h)}
+    held = await store.holders_of(job_ids)
+    return not any(h in live for h in held)
+
+
+async def prune(db: Path | None, older_than: float, *, jobs: bool) -> int:
+    """Engine objects first (recording what ended unrecorded), then, with ``jobs``, the
+    store's own history of jobs that ended longer ago than ``older_than``."""
+    async with Store.open(db) as store:
+        async with Engine() as engine:
+            backend = await pick_backend(engine, store.id, "auto")
+            report = await prune_objects(store, backend, older_than=older_than)
+        await store.flush()
+        for name in report.removed:
+            print(name)
+        if report.recorded:
+            print(
+                f"covey: recorded the end of {report.recorded} job(s) whose covey process is gone",
+                file=sys.stderr,
+            )
+        if report.running:
+            print(
+                f"covey: {len(report.running)} job(s) of covey processes that are gone still"
+                " run; `covey supervise` on this store adopts them: "
+                + ", ".join(report.running[:5])
+                + (" ..." if len(report.running) > 5 else ""),
+                file=sys.stderr,
+            )
+        if jobs:
+            deleted = await store.delete_finished(time.time() - older_than)
+            before, after = await store.reclaim_space()
+            print(
+                f"covey: deleted {deleted} job(s) that ended more than {older_than:g}s ago;"
+                f" the store went from {before} to {after} bytes",
+                file=sys.stderr,
+            )
     return 0
 
 

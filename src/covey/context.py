@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, MutableMapping, ValuesView
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, ValuesView
 from dataclasses import dataclass, field
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from covey.backend import Backend
+from covey.capture import Passthrough
 from covey.governor import Demand, Governor
-from covey.records import NodeRecord
+from covey.records import NANO, NodeRecord
+from covey.retrying import GIVE_UP_AFTER
 from covey.spec import JobSpec
 from covey.states import Observation, Phase
 from covey.store import DEFAULT_LOG_CAP, AttemptRow, JobRow, JobSnapshot, Scope, Store
@@ -25,7 +27,6 @@ from covey.store import DEFAULT_LOG_CAP, AttemptRow, JobRow, JobSnapshot, Scope,
 log = logging.getLogger("covey")
 
 NODES_REFRESH = 5.0
-NANO = 1_000_000_000
 AUTO_PER_CPU = 16
 AUTO_MIN = 4
 
@@ -41,8 +42,12 @@ class Options:
     keep: bool = False
     keep_failed: float | None = None
     pending_timeout: float = 120.0
+    pull_timeout: float = 900.0  # time a node may spend pulling an image (not "pending")
+    # how long a create or removal is retried while the engine is unavailable (covey.retrying)
+    engine_timeout: float = GIVE_UP_AFTER
     use_events: bool = True
     supervise: bool = False
+    retain: float | None = None  # a supervisor deletes jobs that ended longer ago than this
 
 
 @dataclass
@@ -67,6 +72,23 @@ class Live:
     # its die event before the create call returns: it must not be settled before that.
     created: anyio.Event = field(default_factory=anyio.Event)
     end: Observation | None = None
+    # a foreground follower copying this attempt's output (``covey run``): the reaper holds
+    # the removal until it has caught up with the engine's full read (covey.capture)
+    passthrough: Passthrough | None = None
+    pull_since: float | None = None  # monotonic: its node started pulling the image
+    pulled: float = 0.0  # seconds spent pulling before ``pull_since``
+
+    def pulling(self, now_pulling: bool, now: float) -> None:
+        """Note whether the engine says the image is being pulled (see tracker._stuck)."""
+        if now_pulling and self.pull_since is None:
+            self.pull_since = now
+        elif not now_pulling and self.pull_since is not None:
+            self.pulled += now - self.pull_since
+            self.pull_since = None
+
+    def pulled_for(self, now: float) -> float:
+        """Seconds this attempt has spent pulling its image so far."""
+        return self.pulled + (now - self.pull_since if self.pull_since is not None else 0.0)
 
     @property
     def spec(self) -> JobSpec:
@@ -170,6 +192,7 @@ class Context:
         options: Options,
         scope: Scope,
         on_settled: Callable[[str, JobSnapshot | None], None] | None = None,
+        on_outside_change: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -183,6 +206,11 @@ class Context:
         self.look = Signal()  # the tracker should list tasks now
         self.counters = Counters()
         self.on_settled = on_settled
+        # another process committed to the store: jobs in scope it ended since the time given
+        # (foreground orchestrators; a supervisor adopts instead, see covey.adoption)
+        self.on_outside_change = on_outside_change
+        # attempts being begun by the submitter: not in ``live`` yet, not to be adopted
+        self.claimed: set[str] = set()
         self.nodes_at = 0.0
         send, receive = anyio.create_memory_object_stream[Live](max_buffer_size=100_000)
         self.to_reaper: MemoryObjectSendStream[Live] = send

@@ -11,16 +11,17 @@ joins stdout and stderr) or mutate their input (``services.create``).
 from __future__ import annotations
 
 import json
-import struct
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
+from datetime import datetime
 from typing import Any
 
 import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
 
+from covey.capture import STDERR, Demux, LogRead, Tail
 from covey.errors import EngineError
 from covey.records import (
     ContainerRecord,
@@ -32,11 +33,11 @@ from covey.records import (
 )
 
 ATTEMPT_LABEL = "covey.attempt"
-STDOUT, STDERR = 1, 2
 DEFAULT_TIMEOUT = 30.0
+LOG_CHUNK = 64 * 1024  # bytes read from a log stream at a time
+PING_TIMEOUT = 5.0
 API_VERSION = "v1.41"
 _JSON_HEADERS = {"Content-Type": "application/json"}
-_HEADER = struct.Struct(">BxxxL")
 
 
 class NotFound(EngineError):
@@ -48,7 +49,13 @@ class Conflict(EngineError):
 
 
 class Unavailable(EngineError):
-    """The engine cannot be reached right now (connection refused or reset, 5xx, timeout)."""
+    """The engine cannot serve the request right now: worth asking again later.
+
+    Connection refused or reset, a timeout, 502/503/504, or a 500 whose message says the
+    swarm manager is transiently unable (no leader, a gRPC deadline) or that comes from an
+    engine that then does not answer ``_ping``. Any other error is the engine's refusal of
+    this request (:class:`~covey.errors.EngineError`), which asking again cannot change.
+    """
 
 
 async def _status_error(response: aiohttp.ClientResponse) -> DockerError:
@@ -61,7 +68,38 @@ async def _status_error(response: aiohttp.ClientResponse) -> DockerError:
     return DockerError(response.status, message)
 
 
-def _error(exc: DockerError, what: str) -> EngineError:
+# What a 500 says when the manager cannot serve *now* but will: moby maps swarmkit's gRPC
+# Unknown and DeadlineExceeded to 500 (api/server/httpstatus), and these are swarmkit's raft
+# and gRPC messages for a lost quorum, a leader election and a manager still starting.
+TRANSIENT_MESSAGES = (
+    "does not have a leader",  # lost quorum
+    "no elected cluster leader",
+    "lost leader status",
+    "node is stopped",
+    "code = unavailable",
+    "code = deadlineexceeded",
+    "context deadline exceeded",
+    "transport is closing",
+    "connection is closing",
+    "connection is unavailable",
+    "has trouble connecting to the cluster",
+)
+
+
+def transient(message: str) -> bool:
+    """Does this 5xx message say the manager is only transiently unable to answer?"""
+    lowered = message.lower()
+    return any(marker in lowered for marker in TRANSIENT_MESSAGES)
+
+
+def _error(exc: DockerError, what: str, *, alive: bool = True) -> EngineError:
+    """Map an HTTP error to what covey decides on.
+
+    The status code alone does not tell a refused request from a sick engine: Engine 20.10
+    answers a service create naming a missing network with 500. So a 500 is
+    :class:`Unavailable` only when its message says so or the engine did not answer a ping
+    just after (``alive=False``); otherwise it is a refusal, final for this request.
+    """
     message = f"{what}: {exc.message}".strip()
     if exc.status == 404:
         return NotFound(message)
@@ -69,23 +107,9 @@ def _error(exc: DockerError, what: str) -> EngineError:
         return Conflict(message)
     if exc.status in (900, 502, 503, 504):
         return Unavailable(message)
-    if exc.status == 500 and "not a swarm manager" not in exc.message:
+    if exc.status >= 500 and (not alive or transient(exc.message)):
         return Unavailable(message)
     return EngineError(message)
-
-
-def demux(data: bytes) -> tuple[bytes, bytes, int]:
-    """Split multiplexed log frames into (stdout, stderr, bytes not yet complete)."""
-    out, err = bytearray(), bytearray()
-    pos = 0
-    while pos + 8 <= len(data):
-        kind, size = _HEADER.unpack_from(data, pos)
-        if pos + 8 + size > len(data):
-            break
-        payload = data[pos + 8 : pos + 8 + size]
-        (err if kind == STDERR else out).extend(payload)
-        pos += 8 + size
-    return bytes(out), bytes(err), len(data) - pos
 
 
 DAEMON_LOG_ERROR = b"Error grabbing logs: "
@@ -110,22 +134,6 @@ def daemon_log_errors(data: bytes) -> tuple[bytes, list[str]]:
     return b"".join(kept), errors
 
 
-def _frames(buffer: bytearray) -> list[tuple[int, bytes]]:
-    """Pop every complete frame off the front of ``buffer``."""
-    frames: list[tuple[int, bytes]] = []
-    pos = 0
-    while pos + 8 <= len(buffer):
-        kind, size = _HEADER.unpack_from(buffer, pos)
-        if pos + 8 + size > len(buffer):
-            break
-        frames.append(
-            (STDERR if kind == STDERR else STDOUT, bytes(buffer[pos + 8 : pos + 8 + size]))
-        )
-        pos += 8 + size
-    del buffer[:pos]
-    return frames
-
-
 def request_kind(method: str, path: str) -> str:
     """``GET services/{id}/logs`` for ``GET services/abc/logs``: counts stay few and readable."""
     parts = path.split("/")
@@ -136,6 +144,18 @@ def request_kind(method: str, path: str) -> str:
 
 def _labels(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in (value or {}).items()}
+
+
+def engine_time(value: Any) -> float | None:
+    """An engine timestamp (RFC 3339, nanoseconds) as epoch seconds; ``None`` for the zero
+    time the engine reports for what has not happened."""
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        at = datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+    return at if at > 0 else None
 
 
 def task_record(raw: Mapping[str, Any]) -> TaskRecord:
@@ -160,6 +180,7 @@ def task_record(raw: Mapping[str, Any]) -> TaskRecord:
         reserve_nano_cpus=int(reservations.get("NanoCPUs") or 0),
         reserve_memory=int(reservations.get("MemoryBytes") or 0),
         updated_at=str(raw.get("UpdatedAt", "")),
+        status_at=engine_time(status.get("Timestamp")),
     )
 
 
@@ -198,6 +219,7 @@ def container_record(raw: Mapping[str, Any]) -> ContainerRecord:
             error=state.get("Error") or None,
             oom_killed=bool(state.get("OOMKilled")),
             attempt=labels.get(ATTEMPT_LABEL),
+            finished_at=engine_time(state.get("FinishedAt")),
         )
     return ContainerRecord(
         id=raw["Id"],
@@ -235,7 +257,11 @@ class Engine:
         except (ValueError, OSError) as exc:
             raise EngineError(f"cannot reach the Docker engine: {exc}") from exc
         self._base = f"{self._docker.docker_host}/{API_VERSION}/"
-        await self.ping()
+        try:
+            await self.ping()
+        except BaseException:
+            await self.close()  # its session, or aiohttp reports it unclosed
+            raise
 
     async def close(self) -> None:
         if self._docker is not None:
@@ -261,7 +287,7 @@ class Engine:
         what: str,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
+        timeout: float | aiohttp.ClientTimeout | None = DEFAULT_TIMEOUT,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One counted request; errors mapped; the response closed on exit.
 
@@ -271,8 +297,11 @@ class Engine:
         as aiodocker's (the engine's JSON ``message`` on 4xx/5xx).
         """
         self.requests[request_kind(method, path)] += 1
-        client_timeout = self._timeouts.get(timeout)
-        if client_timeout is None:
+        if isinstance(timeout, aiohttp.ClientTimeout):
+            client_timeout = timeout
+        elif timeout in self._timeouts:
+            client_timeout = self._timeouts[timeout]
+        else:
             client_timeout = aiohttp.ClientTimeout(total=timeout, sock_read=timeout)
             self._timeouts[timeout] = client_timeout
         data = json.dumps(body) if body is not None else None
@@ -294,7 +323,10 @@ class Engine:
                     # keep its connection; a response read to the end has released it
                     response.close()
         except DockerError as exc:
-            raise _error(exc, what) from None
+            alive = path != "_ping"
+            if alive and exc.status == 500 and not transient(exc.message):
+                alive = await self.answers_ping()  # refused, or sick? (one request, on errors only)
+            raise _error(exc, what, alive=alive) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise Unavailable(f"{what}: {type(exc).__name__}: {exc}") from None
 
@@ -319,9 +351,17 @@ class Engine:
 
     # -- engine -----------------------------------------------------------------------
 
-    async def ping(self) -> None:
-        async with self._response("GET", "_ping", what="ping", timeout=10.0) as response:
+    async def ping(self, timeout: float = 10.0) -> None:
+        async with self._response("GET", "_ping", what="ping", timeout=timeout) as response:
             await response.read()
+
+    async def answers_ping(self) -> bool:
+        """Is the engine there at all? Tells a refusal from a sick engine after a 500."""
+        try:
+            await self.ping(timeout=PING_TIMEOUT)
+        except EngineError:
+            return False
+        return True
 
     async def info(self) -> EngineInfo:
         raw = await self._json("GET", "info", what="info")
@@ -415,12 +455,14 @@ class Engine:
             return False
         return True
 
-    async def service_logs(self, ident: str, *, timeout: float) -> tuple[bytes, bytes]:
-        """All logs so far of a service, stdout and stderr apart."""
-        return await self._logs(f"services/{ident}/logs", f"logs of {ident}", timeout)
+    async def service_logs(self, ident: str, *, timeout: float, cap: int = 0) -> LogRead:
+        """All logs so far of a service, stdout and stderr apart (see :meth:`_logs`)."""
+        return await self._logs(f"services/{ident}/logs", f"logs of {ident}", timeout, cap)
 
-    def follow_service_logs(self, ident: str) -> AsyncIterator[tuple[int, bytes]]:
-        return self._follow(f"services/{ident}/logs", f"logs of {ident}")
+    def follow_service_logs(
+        self, ident: str, *, follow: bool = True
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        return self._follow(f"services/{ident}/logs", f"logs of {ident}", follow)
 
     # -- containers (container mode) ----------------------------------------------------
 
@@ -478,11 +520,13 @@ class Engine:
             return False
         return True
 
-    async def container_logs(self, ident: str, *, timeout: float) -> tuple[bytes, bytes]:
-        return await self._logs(f"containers/{ident}/logs", f"logs of {ident}", timeout)
+    async def container_logs(self, ident: str, *, timeout: float, cap: int = 0) -> LogRead:
+        return await self._logs(f"containers/{ident}/logs", f"logs of {ident}", timeout, cap)
 
-    def follow_container_logs(self, ident: str) -> AsyncIterator[tuple[int, bytes]]:
-        return self._follow(f"containers/{ident}/logs", f"logs of {ident}")
+    def follow_container_logs(
+        self, ident: str, *, follow: bool = True
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        return self._follow(f"containers/{ident}/logs", f"logs of {ident}", follow)
 
     async def image_exists(self, image: str) -> bool:
         try:
@@ -493,26 +537,46 @@ class Engine:
 
     # -- logs -------------------------------------------------------------------------
 
-    async def _logs(self, path: str, what: str, timeout: float) -> tuple[bytes, bytes]:
+    async def _logs(self, path: str, what: str, idle: float, cap: int) -> LogRead:
+        """Read a log to its end as a stream: per stream its last ``cap`` bytes (0: all) and
+        its size, in memory bounded by the cap, however long the log.
+
+        ``idle`` bounds the wait for the *next* bytes, not the whole read: a long log keeps
+        being read while bytes flow. A read that breaks or stalls midway keeps what it read
+        and says so (``LogRead.problem``); only a request the engine does not answer at all
+        raises (:class:`Unavailable`, :class:`NotFound`).
+        """
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=idle, sock_read=idle)
         params = {"stdout": "1", "stderr": "1"}
+        out, err, frames = Tail(cap), Tail(cap), Demux()
+        problem: str | None = None
         async with self._response("GET", path, what=what, params=params, timeout=timeout) as resp:
             try:
-                raw = await resp.read()
+                async for chunk in resp.content.iter_chunked(LOG_CHUNK):
+                    for stream, data in frames.feed(chunk):
+                        (err if stream == STDERR else out).write(data)
             except (TimeoutError, aiohttp.ClientError) as exc:
-                raise Unavailable(f"{what}: {type(exc).__name__}: {exc}") from None
-        out, err, _ = demux(raw)
-        return out, err
+                problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        if problem is None and frames.mid_frame:
+            problem = "the stream ended inside a frame"
+        if problem is not None:
+            problem = f"{what}: the read broke after {out.size + err.size} bytes ({problem})"
+        complete = problem is None
+        return LogRead(out.captured(complete=complete), err.captured(complete=complete), problem)
 
-    async def _follow(self, path: str, what: str) -> AsyncIterator[tuple[int, bytes]]:
-        """Frames of a followed log stream; the caller ends it (the engine never does)."""
-        params = {"stdout": "1", "stderr": "1", "follow": "1"}
+    async def _follow(
+        self, path: str, what: str, follow: bool = True
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        """(STDOUT or STDERR, bytes) of a log stream as they arrive, frames passed on in pieces,
+        never held whole. Followed, a service's stream never ends (the caller ends it) and a
+        container's ends when the container stops; ``follow=False``: the log as it is now."""
+        params = {"stdout": "1", "stderr": "1", "follow": "1" if follow else "0"}
         async with self._response("GET", path, what=what, params=params, timeout=None) as resp:
-            buffer = bytearray()
+            frames = Demux()
             try:
                 async for chunk in resp.content.iter_any():
-                    buffer.extend(chunk)
-                    for frame in _frames(buffer):
-                        yield frame
+                    for piece in frames.feed(chunk):
+                        yield piece
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise Unavailable(f"{what}: {type(exc).__name__}: {exc}") from None
 

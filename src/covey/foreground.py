@@ -12,26 +12,32 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
 import anyio
 from rich.console import Console
 
 from covey import tracker
+from covey.capture import STDERR, STDOUT, Passthrough
 from covey.client import Client
-from covey.context import Context, Live
+from covey.context import Context, Live, log
 from covey.errors import CoveyError, EngineError
 from covey.report import BatchProgress, summary
 from covey.results import JobResult
 from covey.spec import JobSpec
 from covey.states import JobState
+from covey.store import Store
 
 if TYPE_CHECKING:
     from covey.metrics import SupervisorCollector
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 METRICS_REFRESH = 1.0
+FOLLOW_GRACE = 5.0  # after the job settled, for the follower to write what the store has
+# `covey run` could not pass all of the job's output through: never a clean exit then
+PASSTHROUGH_INCOMPLETE = 125
+STANDBY_POLL = 1.0
 
 
 def exit_code_of(result: JobResult) -> int:
@@ -47,50 +53,101 @@ def exit_code_of(result: JobResult) -> int:
     return 125
 
 
-async def _stream_logs(ctx: Context, live: Live, written: dict[str, int]) -> None:
-    """Copy a running attempt's followed logs to our stdout/stderr, counting bytes."""
-    outs: dict[int, tuple[str, BinaryIO]] = {
-        1: ("stdout", sys.stdout.buffer),
-        2: ("stderr", sys.stderr.buffer),
-    }
+async def _stream_logs(ctx: Context, live: Live, hold: Passthrough) -> None:
+    """Copy a running attempt's followed logs to our stdout/stderr as they come, counting
+    bytes in ``hold`` (the reaper waits on it before it removes the service).
+
+    The engine ends a container's followed stream when the container stops, at times before
+    its last bytes (measured: 12 KB short of 50 MB); then, once the reaper has said how much
+    there is, the log is read again and what the stream did not give is written.
+    """
     try:
-        async for kind, data in ctx.backend.follow_logs(live.attempt):
-            name, out = outs[kind]
-            out.write(data)
-            out.flush()
-            written[name] += len(data)
-    except EngineError:
-        return
+        while live.engine_id is None:  # not created yet; cancelled if it never is
+            await anyio.sleep(0.02)
+        await _copy(ctx.backend.follow_logs(live.attempt), hold)
+        while hold.target is None:  # cancelled when the attempt is settled without a read
+            await anyio.sleep(0.02)
+        if not hold.caught_up:
+            log.info("re-reading the output of %s", live.attempt.service)
+            skip = dict(hold.written)
+            await _copy(ctx.backend.follow_logs(live.attempt, follow=False), hold, skip)
+    except (EngineError, OSError) as exc:  # the stream broke, or our stdout was closed
+        log.info("following the output of %s stopped: %s", live.attempt.service, exc)
+    finally:
+        hold.stop()
 
 
-async def _follow_job(client: Client, job_id: str) -> None:
-    """Stream the logs of each attempt of ``job_id`` while it runs, then whatever was missed."""
+async def _copy(
+    pieces: AsyncIterator[tuple[int, bytes]], hold: Passthrough, skip: dict[int, int] | None = None
+) -> None:
+    """Write the pieces to our stdout/stderr, after the first ``skip`` bytes of each stream."""
+    outs: dict[int, BinaryIO] = {STDOUT: sys.stdout.buffer, STDERR: sys.stderr.buffer}
+    async for stream, piece in pieces:
+        data = piece
+        if skip and skip[stream]:
+            seen = min(skip[stream], len(piece))
+            skip[stream] -= seen
+            data = piece[seen:]
+            if not data:
+                hold.busy()
+                continue
+        out = outs[stream]
+        out.write(data)
+        out.flush()
+        hold.wrote(stream, len(data))
+
+
+async def _follow_job(client: Client, job_id: str) -> str | None:
+    """Stream the output of each attempt of ``job_id`` while it runs, then whatever the
+    store has that the stream missed. Returns what of the last attempt's output could not
+    be passed through, or ``None`` when every byte was."""
     ctx = client.context
     seen: set[str] = set()
+    short: str | None = None
     while True:
         live = ctx.live_for_job(job_id)
         if live is None:
             job = await ctx.store.job(job_id)
             if job is not None and job.state.terminal:
-                return
+                return short
             await anyio.sleep(0.05)
             continue
-        if live.attempt.id in seen or live.engine_id is None:
+        if live.attempt.id in seen:
             await anyio.sleep(0.02)
             continue
         seen.add(live.attempt.id)
-        written = {"stdout": 0, "stderr": 0}
+        # registered at once, long before the attempt can have ended and be settled
+        hold = live.passthrough = Passthrough()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stream_logs, ctx, live, written)
+            tg.start_soon(_stream_logs, ctx, live, hold)
             while ctx.live.get(live.attempt.id) is not None:
                 await anyio.sleep(0.02)
             tg.cancel_scope.cancel()
-        logs = await ctx.store.logs(live.attempt.id)
-        for name, out in (("stdout", sys.stdout.buffer), ("stderr", sys.stderr.buffer)):
-            record = logs.get(name)
-            if record is not None and not record.truncated and len(record.data) > written[name]:
-                out.write(record.data[written[name] :])
+        short = await _rest_from_store(ctx, live.attempt.id, hold)
+
+
+async def _rest_from_store(ctx: Context, attempt_id: str, hold: Passthrough) -> str | None:
+    """Write what the followed stream missed when the store has all of it; say what is
+    still missing (``None``: nothing). The store's sizes count every byte the engine had."""
+    records = await ctx.store.logs(attempt_id)
+    missing: list[str] = []
+    for stream, name, out in (
+        (STDOUT, "stdout", sys.stdout.buffer),
+        (STDERR, "stderr", sys.stderr.buffer),
+    ):
+        record = records.get(name)
+        if record is None or not record.complete:
+            missing.append(f"{name}: the engine could not give all of it")
+            continue
+        done = hold.written[stream]
+        if done < record.size and not record.truncated:
+            with contextlib.suppress(OSError):
+                out.write(record.data[done:])
                 out.flush()
+                done = record.size
+        if done < record.size:
+            missing.append(f"{name}: {done} of {record.size} bytes")
+    return "; ".join(missing) or None
 
 
 async def _on_signal(
@@ -120,19 +177,25 @@ async def run_one(
     quiet: bool,
     as_json: bool,
 ) -> int:
-    """``covey run``: one job, logs streamed, exit code passed through."""
+    """``covey run``: one job, logs streamed, exit code passed through; 125 (and one line on
+    stderr) when not all of the job's output could be passed through."""
     _, (job_id,) = await client.start([spec], service_names=[service_name])
     got: list[int] = []
     result: JobResult | None = None
+    follow = not quiet and not as_json
+    followed: list[str | None] = []  # what was not passed through, once the follower is done
     async with anyio.create_task_group() as tg:
         tg.start_soon(_on_signal, client, [job_id], got, tg.cancel_scope)
-        if not quiet and not as_json:
-            tg.start_soon(_follow_job, client, job_id)
+        if follow:
+
+            async def follower() -> None:
+                followed.append(await _follow_job(client, job_id))
+
+            tg.start_soon(follower)
         result = await client.wait(job_id)
-        with anyio.move_on_after(5):
-            while client.context.live_for_job(job_id) is not None:
+        with anyio.move_on_after(FOLLOW_GRACE):  # it reads the store's sizes and may write
+            while (follow and not followed) or client.context.live_for_job(job_id) is not None:
                 await anyio.sleep(0.02)
-        await anyio.sleep(0.05)  # let the log follower print what the store has
         tg.cancel_scope.cancel()
     if got:
         return got[0]
@@ -147,25 +210,33 @@ async def run_one(
             f"covey: job {result.id} {result.state.value}: {result.error or ''}".rstrip(": "),
             file=sys.stderr,
         )
+    cut = not followed or followed[0] is not None
+    if follow and cut and result.state is not JobState.CANCELLED:  # cancelled: asked to stop
+        why = followed[0] if followed else "the output stream did not finish"
+        print(f"covey: job {result.id}: output incomplete ({why})", file=sys.stderr)
+        return PASSTHROUGH_INCOMPLETE
     return exit_code_of(result)
 
 
 async def detach(client: Client, spec: JobSpec, *, service_name: str | None) -> str:
-    """``covey run -d``: queue the job for ``covey supervise`` and start it now."""
-    assert client.store is not None
-    batch_id, (job_id,), _ = await client.store.create_batch([spec], service_names=[service_name])
-    client._batches.append(batch_id)
-    ctx = await client._start()
-    ctx.scope = type(ctx.scope)((batch_id,))
-    ctx.new_work = True
-    ctx.work.set()
-    with anyio.fail_after(60):
-        while True:
-            live = ctx.live_for_job(job_id)
-            job = await ctx.store.job(job_id)
-            if (live is not None and live.engine_id) or (job is not None and job.state.terminal):
-                break
-            await anyio.sleep(0.02)
+    """``covey run -d``: start the job now, then hand it to ``covey supervise``.
+
+    The job is created by this process (so it starts at once, supervisor or not); when this
+    process exits, the client hands what it still holds to the queue, and a supervisor on
+    the store adopts the attempt and records its end with the engine's own timestamps.
+    """
+    _, (job_id,) = await client.start([spec], service_names=[service_name])
+    ctx = client.context
+    while True:  # a create is retried for --engine-timeout at most, then the job is rejected
+        live = ctx.live_for_job(job_id)
+        job = await ctx.store.job(job_id)
+        if job is not None and job.state.terminal:
+            if job.state is not JobState.SUCCEEDED:
+                raise CoveyError(f"job {job_id} {job.state.value}: {job.error or ''}".rstrip(": "))
+            break
+        if live is not None and live.engine_id:
+            break
+        await anyio.sleep(0.02)
     return job_id
 
 
@@ -229,29 +300,81 @@ async def _refresh_counts(ctx: Context, collector: SupervisorCollector) -> None:
         await anyio.sleep(METRICS_REFRESH)
 
 
-async def supervise(client: Client, *, metrics_addr: str | None) -> int:
-    """``covey supervise``: the queue's orchestrator until SIGTERM/SIGINT."""
+async def supervise(client: Client, *, metrics_addr: str | None, standby: bool = False) -> int:
+    """``covey supervise``: the queue's orchestrator until SIGTERM/SIGINT.
+
+    One supervisor per store: a second one is refused, naming the first, or with
+    ``--standby`` waits until the first is gone (killed, crashed, stopped) and takes over.
+    """
     from covey import supervisor
     from covey.context import Context
     from covey.metrics import serve_metrics
     from covey.store import Scope
 
     assert client.store is not None
-    client.options.supervise = True
-    ctx = Context(client.store, client.backend, client.options, Scope(None))
+    store = client.store
+    err = Console(stderr=True)
+    # before the task group: a refusal is one line and exit 125, not an exception group
+    # (a standby waits here; SIGTERM ends it the default way, it holds nothing yet)
+    holder = await _become_supervisor(store, standby, err)
     async with anyio.create_task_group() as tg:
-        if metrics_addr:
-            tg.start_soon(_refresh_counts, ctx, serve_metrics(ctx, metrics_addr))
-        await tg.start(supervisor.run, ctx)
-        Console(stderr=True).print(
-            f"covey: supervising {client.store.path} on {client.backend.mode} engine",
-            highlight=False,
-        )
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                break
-        tg.cancel_scope.cancel()
+        tg.start_soon(_until_signal, tg.cancel_scope)
+        try:
+            client.options.supervise = True
+            ctx = Context(store, client.backend, client.options, Scope(None))
+            if metrics_addr:
+                tg.start_soon(_refresh_counts, ctx, serve_metrics(ctx, metrics_addr))
+            tg.start_soon(_supervisor_heartbeat, store, holder)
+            await tg.start(supervisor.run, ctx)
+            err.print(
+                f"covey: supervising {store.path} on {client.backend.mode} engine",
+                highlight=False,
+            )
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await store.unhold(holder)
     return 0
+
+
+async def _until_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+async def _become_supervisor(store: Store, standby: bool, err: Console) -> str:
+    """Register as the store's one supervisor; refuse, or stand by, while another lives."""
+    from covey.holders import describe
+
+    told = False
+    while True:
+        ours, other = await store.hold("supervisor", exclusive=True)
+        if other is None:
+            if told:
+                err.print("covey: the active supervisor is gone: taking over", highlight=False)
+            return ours.id
+        if not standby:
+            raise CoveyError(
+                f"another covey supervise is running on {store.path} ({describe(other)}):"
+                " stop it first, or start this one with --standby to take over when it is gone"
+            )
+        if not told:
+            told = True
+            err.print(
+                f"covey: standing by: the active supervisor is {describe(other)}",
+                highlight=False,
+            )
+        await anyio.sleep(STANDBY_POLL)
+
+
+async def _supervisor_heartbeat(store: Store, holder: str) -> None:
+    from covey.holders import HEARTBEAT
+
+    while True:
+        await anyio.sleep(HEARTBEAT)
+        await store.heartbeat(holder)
 
 
 def fail(error: CoveyError) -> int:

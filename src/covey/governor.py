@@ -13,11 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from covey.records import NodeRecord, TaskRecord
+from covey.records import NANO, NodeRecord, TaskRecord
 
 TaskLike = TaskRecord
-
-NANO = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)

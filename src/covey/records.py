@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+NANO = 1_000_000_000
+"""Docker counts CPUs in billionths (``NanoCPUs``); the one definition in covey."""
+
 
 @dataclass(frozen=True, slots=True)
 class EngineInfo:
@@ -62,6 +65,7 @@ class TaskRecord:
     reserve_nano_cpus: int = 0
     reserve_memory: int = 0
     updated_at: str = ""
+    status_at: float | None = None  # when the task reached its current state (the engine's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,7 @@ class ContainerRecord:
     error: str | None
     oom_killed: bool
     attempt: str | None
+    finished_at: float | None = None  # when it exited (the engine's clock)
 
 
 @dataclass(frozen=True, slots=True)

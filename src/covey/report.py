@@ -75,6 +75,7 @@ def summary(results: Sequence[JobResult], wall: float, console: Console, slowest
     if retried:
         line += f"; {retried} retried"
     console.print(line, highlight=False)
+    _cut_logs(results, console)
     timed = sorted((r for r in results if r.duration is not None), key=lambda r: -(r.duration or 0))
     failed = [r for r in results if not r.ok]
     if failed:
@@ -89,3 +90,18 @@ def summary(results: Sequence[JobResult], wall: float, console: Console, slowest
         for r in timed[:slowest]:
             table.add_row(r.id, r.name, f"{r.duration:.2f}", r.node or "")
         console.print(table)
+
+
+def _cut_logs(results: Sequence[JobResult], console: Console, shown: int = 10) -> None:
+    """Name the jobs whose stored logs are not all they wrote: a result must not look whole
+    when it is not (``covey logs JOB`` shows what was kept)."""
+    for what, cut in (
+        ("logs cut to their last --log-cap bytes", [r for r in results if r.logs_truncated]),
+        (
+            "logs incomplete (the engine could not give all of them)",
+            [r for r in results if not r.logs_complete and not r.logs_truncated],
+        ),
+    ):
+        if cut:
+            names = ", ".join(r.id for r in cut[:shown]) + (" …" if len(cut) > shown else "")
+            console.print(f"{len(cut)} job(s) with {what}: {names}", highlight=False)

@@ -28,7 +28,11 @@ class JobResult:
     finished: float | None
     stdout: bytes = b""
     stderr: bytes = b""
+    # the stored logs keep only the tail of a stream (the log cap)
     logs_truncated: bool = False
+    # false when ``stdout``/``stderr`` are not all the job wrote: cut by the cap, or the
+    # engine could not give all of it; a result never looks whole when it is not
+    logs_complete: bool = True
 
     @property
     def ok(self) -> bool:
@@ -59,14 +63,10 @@ async def result_of(store: Store, job: JobRow, *, logs: bool = True) -> JobResul
 
 def result_from(job: JobRow, records: Mapping[str, LogRecord]) -> JobResult:
     """A result from a job row and its latest attempt's logs (``Store.job_with_logs``)."""
-    stdout = stderr = b""
-    truncated = False
-    if "stdout" in records:
-        stdout = records["stdout"].data
-        truncated |= records["stdout"].truncated
-    if "stderr" in records:
-        stderr = records["stderr"].data
-        truncated |= records["stderr"].truncated
+    stdout = records["stdout"].data if "stdout" in records else b""
+    stderr = records["stderr"].data if "stderr" in records else b""
+    truncated = any(r.truncated for r in records.values())
+    read_whole = all(r.complete for r in records.values())
     return JobResult(
         id=job.id,
         batch=job.batch_id,
@@ -83,4 +83,5 @@ def result_from(job: JobRow, records: Mapping[str, LogRecord]) -> JobResult:
         stdout=stdout,
         stderr=stderr,
         logs_truncated=truncated,
+        logs_complete=read_whole and not truncated,
     )

@@ -84,6 +84,8 @@ class Observation:
     exit_code: int | None = None
     error: str | None = None
     node_id: str | None = None
+    at: float | None = None  # when it happened, by the engine's clock (ends only)
+    pulling: bool = False  # pending, but its node is pulling the image
 
     @property
     def ended(self) -> bool:
@@ -104,12 +106,24 @@ def start_failure_code(text: str) -> int:
     return 126
 
 
-def _ended(
-    outcome: Outcome, task: TaskRecord, error: str | None = None, code: int | None = None
-) -> Observation:
+def _ended(outcome: Outcome, task: TaskRecord, error: str | None, code: int | None) -> Observation:
+    """An end; ``code`` is always explicit, since ``None`` (no exit at all) is a real answer.
+
+    A task in a final state carries when it got there (the engine's clock): an end found
+    late (after a restart, by a process that adopted it) is recorded when it happened."""
+    final = task.state != "running" and task.state not in PRE_RUNNING
     return Observation(
-        Phase.ENDED, outcome, code if code is not None else task.exit_code, error, task.node_id
+        Phase.ENDED, outcome, code, error, task.node_id, task.status_at if final else None
     )
+
+
+def _task_exit(task: TaskRecord) -> int | None:
+    """The exit code of the task's container, or ``None`` if it never had one.
+
+    A task that never ran (rejected, or shut down while pending) still reports
+    ``ContainerStatus.ExitCode`` 0, with an empty container id: that 0 is no exit.
+    """
+    return task.exit_code if task.container_id else None
 
 
 def observe_task(task: TaskRecord, node: NodeRecord | None = None) -> Observation:
@@ -122,29 +136,37 @@ def observe_task(task: TaskRecord, node: NodeRecord | None = None) -> Observatio
     if state in PRE_RUNNING:
         shut = task.desired_state in ("shutdown", "remove")
         if shut and task.node_id and node is not None and node.state == "down":
-            return _ended(Outcome.LOST, task, f"node {node.hostname} is down")
-        return Observation(Phase.PENDING, error=task.err, node_id=task.node_id)
+            return _ended(Outcome.LOST, task, f"node {node.hostname} is down", None)
+        # "preparing" is the node pulling the image (and making volumes): progress, which
+        # --pull-timeout bounds, not a task the scheduler cannot place (--pending-timeout)
+        return Observation(
+            Phase.PENDING, error=task.err, node_id=task.node_id, pulling=state == "preparing"
+        )
     if state == "running":
         if node is not None and node.state in ("down", "disconnected"):
-            return _ended(Outcome.LOST, task, f"node {node.hostname} is down", code=None)
+            return _ended(Outcome.LOST, task, f"node {node.hostname} is down", None)
         return Observation(Phase.RUNNING, node_id=task.node_id)
     if state == "complete":
-        return _ended(Outcome.SUCCEEDED, task, code=0)
+        return _ended(Outcome.SUCCEEDED, task, None, 0)
     if state in ("failed", "rejected") and _container_lost(task.err):
-        return _ended(Outcome.LOST, task, f"the engine lost its container: {task.err}", code=None)
+        return _ended(Outcome.LOST, task, f"the engine lost its container: {task.err}", None)
     if state == "failed":
         return _failed(task)
     if state == "rejected":
-        return _ended(Outcome.REJECTED, task, task.err or "rejected by the engine", code=None)
+        return _ended(Outcome.REJECTED, task, task.err or "rejected by the engine", None)
     if state == "shutdown":
         where = node.hostname if node is not None else task.node_id or "?"
         if node is not None and node.availability == "drain":
-            return _ended(Outcome.LOST, task, f"stopped because node {where} was drained")
-        return _ended(Outcome.LOST, task, f"shut down by the engine on node {where}")
+            return _ended(
+                Outcome.LOST, task, f"stopped because node {where} was drained", _task_exit(task)
+            )
+        return _ended(
+            Outcome.LOST, task, f"shut down by the engine on node {where}", _task_exit(task)
+        )
     if state == "orphaned":
-        return _ended(Outcome.LOST, task, "orphaned: its node was gone too long", code=None)
+        return _ended(Outcome.LOST, task, "orphaned: its node was gone too long", None)
     # "remove" and anything newer than this engine: the task is gone without a result.
-    return _ended(Outcome.LOST, task, f"task ended in state {state!r} without a result", code=None)
+    return _ended(Outcome.LOST, task, f"task ended in state {state!r} without a result", None)
 
 
 def _container_lost(err: str | None) -> bool:
@@ -158,14 +180,14 @@ def _container_lost(err: str | None) -> bool:
 def _failed(task: TaskRecord) -> Observation:
     err = task.err or ""
     if "starting container failed" in err or "failed to start" in err.lower():
-        return _ended(Outcome.FAILED, task, err, code=start_failure_code(err))
+        return _ended(Outcome.FAILED, task, err, start_failure_code(err))
     code = task.exit_code
     if code is None:
         match = _EXIT_IN_ERR.search(err)
         code = int(match.group(1)) if match else None
     if code == 0:  # a failed task with code 0 lost its container (e.g. a failed mount)
-        return _ended(Outcome.FAILED, task, err or "failed", code=125)
-    return _ended(Outcome.FAILED, task, err or None, code=code)
+        return _ended(Outcome.FAILED, task, err or "failed", 125)
+    return _ended(Outcome.FAILED, task, err or None, code)
 
 
 def observe_container(container: ContainerRecord) -> Observation:
@@ -182,7 +204,7 @@ def observe_container(container: ContainerRecord) -> Observation:
         code = container.exit_code if container.exit_code is not None else 125
         outcome = Outcome.SUCCEEDED if code == 0 else Outcome.FAILED
         error = "out of memory (OOM killed)" if container.oom_killed else None
-        return Observation(Phase.ENDED, outcome, code, error)
+        return Observation(Phase.ENDED, outcome, code, error, at=container.finished_at)
     if state == "dead":
         return Observation(Phase.ENDED, Outcome.LOST, container.exit_code, "container is dead")
     return Observation(Phase.ENDED, Outcome.LOST, None, f"container in state {state!r}")

@@ -15,15 +15,19 @@ from collections import deque
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from covey import adoption
 from covey.backend import StartFailed, covey_labels
 from covey.context import Context, Live, demand_of, log
-from covey.engine import Unavailable
 from covey.errors import EngineError
+from covey.retrying import retry
 from covey.states import JobState, Observation, Outcome, Phase
-from covey.store import JobRow
+from covey.store import JobRow, attempt_id
 from covey.tracker import record_end, stop
 
 REFILL_INTERVAL = 0.1
+OUTSIDE_INTERVAL = 0.25  # a foreground orchestrator looks for other processes' commits
+OUTSIDE_SLACK = 1.0  # seconds of overlap between two looks (clocks, commit timing)
+ADOPT_INTERVAL = 1.0  # a supervisor looks for work of holders that are gone
 BATCH = 256
 
 
@@ -36,34 +40,44 @@ async def create(ctx: Context, live: Live) -> None:
 
 
 async def _create(ctx: Context, live: Live) -> None:
+    """Create, retrying only while the engine is unavailable, up to ``--engine-timeout``.
+
+    A refusal (no such network or secret, a spec the engine rejects) is final at once: the
+    attempt ends ``rejected`` with the engine's message. So does a create that is still
+    unavailable at the deadline, or that is no longer wanted (cancelled meanwhile); a
+    service whose create reply was lost is removed by name when the attempt is settled.
+    """
     labels = covey_labels(ctx.store.id, live.attempt, live.job.batch_id, live.job.name)
     labels.update(dict(live.spec.labels))
-    delay = 0.5
-    while True:
-        try:
-            engine_id = await ctx.backend.create(live.attempt, live.spec, labels)
-            break
-        except StartFailed as exc:
-            await record_end(
-                ctx,
-                live,
-                Observation(Phase.ENDED, Outcome.FAILED, exc.exit_code, str(exc)),
-                "covey",
-            )
-            live.confirmed.set()
-            return
-        except Unavailable as exc:
-            ctx.counters.api_errors += 1
-            log.info("create %s: engine unavailable (%s), retrying", live.attempt.service, exc)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-        except EngineError as exc:
-            ctx.counters.api_errors += 1
-            await record_end(
-                ctx, live, Observation(Phase.ENDED, Outcome.REJECTED, None, str(exc)), "covey"
-            )
-            live.confirmed.set()
-            return
+
+    def unavailable(exc: BaseException) -> None:
+        ctx.counters.api_errors += 1
+        log.info("create %s: engine unavailable (%s), retrying", live.attempt.service, exc)
+
+    try:
+        engine_id = await retry(
+            lambda: ctx.backend.create(live.attempt, live.spec, labels),
+            what=f"create {live.attempt.service}",
+            give_up_after=ctx.options.engine_timeout,
+            stop=lambda: live.stop_reason is not None,
+            on_retry=unavailable,
+        )
+    except StartFailed as exc:
+        await record_end(
+            ctx,
+            live,
+            Observation(Phase.ENDED, Outcome.FAILED, exc.exit_code, str(exc)),
+            "covey",
+        )
+        live.confirmed.set()
+        return
+    except EngineError as exc:  # refused, or given up on
+        ctx.counters.api_errors += 1
+        await record_end(
+            ctx, live, Observation(Phase.ENDED, Outcome.REJECTED, None, str(exc)), "covey"
+        )
+        live.confirmed.set()
+        return
     live.engine_id = engine_id
     live.since = time.monotonic()
     ctx.store.attempt_created(live.attempt.id, engine_id)
@@ -82,7 +96,12 @@ async def admit(ctx: Context, job: JobRow, tg: TaskGroup) -> bool:
         return True
     if ctx.governor.admit(job.id, demand) is None:
         return False
-    attempt = await ctx.store.begin_attempt(job, ctx.backend.mode)
+    claim = attempt_id(job.id, job.attempts + 1)
+    ctx.claimed.add(claim)  # begun but not live yet: not an orphan to adopt
+    try:
+        attempt = await ctx.store.begin_attempt(job, ctx.backend.mode)
+    finally:
+        ctx.claimed.discard(claim)
     if attempt is None:  # cancelled (or taken) since it was read
         ctx.governor.release(job.id)
         if ctx.on_settled:
@@ -95,20 +114,64 @@ async def admit(ctx: Context, job: JobRow, tg: TaskGroup) -> bool:
     return True
 
 
+class _Outside:
+    """Notices commits of other processes with one cheap pragma (``PRAGMA data_version``)
+    instead of reading the queue: producers (`covey submit`, `covey retry`), `covey cancel`
+    from another shell, and holders of work that went away."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.checked = 0.0  # monotonic time of the last look
+        self.wall = 0.0  # the same, on the wall clock (what the store's rows carry)
+        self.adopted = 0.0  # monotonic time of the last look for orphans
+        self.changed_since_adopt = True
+
+    async def look(self, ctx: Context, tg: TaskGroup) -> None:
+        now = time.monotonic()
+        interval = REFILL_INTERVAL if ctx.options.supervise else OUTSIDE_INTERVAL
+        if now - self.checked < interval:
+            return
+        since, self.wall = self.wall, time.time()
+        self.checked = now
+        seen, self.version = self.version, await ctx.store.data_version()
+        changed = seen != self.version
+        if ctx.options.supervise:
+            if changed:
+                ctx.new_work = True
+                self.changed_since_adopt = True
+            if now - self.adopted >= ADOPT_INTERVAL:
+                self.adopted = now
+                await self._take_over(ctx, tg)
+        elif changed and seen is not None and ctx.on_outside_change is not None:
+            await ctx.on_outside_change(since - OUTSIDE_SLACK)
+
+    async def _take_over(self, ctx: Context, tg: TaskGroup) -> None:
+        """A supervisor adopts the work of holders that are gone (see covey.adoption)."""
+        if await ctx.store.release_dead_holders():
+            ctx.new_work = True  # their queued jobs are the queue's now
+            self.changed_since_adopt = True
+        if not self.changed_since_adopt:
+            return
+        self.changed_since_adopt = False
+        taken = await adoption.adopt(ctx, await adoption.orphans(ctx))
+        if taken.count:
+            log.info("adopted %d attempt(s) of processes that are gone", taken.count)
+            ctx.look.set()
+        for live in taken.to_create:
+            tg.start_soon(create, ctx, live)
+        for live in taken.to_stop:
+            tg.start_soon(stop, ctx, live, live.stop_reason or "cancel")
+
+
 async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Admit due jobs whenever capacity is released or work arrives."""
     task_status.started()
     due: deque[JobRow] = deque()  # read ahead, oldest first
     quiet_until: float | None = None  # nothing is due before this (None: read the store)
-    version: int | None = None  # the store's data version when a supervisor last looked
+    outside = _Outside()
     async with anyio.create_task_group() as tg:
         while True:
-            if ctx.options.supervise:
-                # Producers (`covey submit`, `covey retry`) are other processes: one cheap
-                # pragma says whether any of them committed since, instead of reading the queue.
-                seen, version = version, await ctx.store.data_version()
-                if seen != version:
-                    ctx.new_work = True
+            await outside.look(ctx, tg)
             blocked = False
             now = time.time()
             if due or ctx.new_work or quiet_until is None or now >= quiet_until:
@@ -120,8 +183,7 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
                     # a retry whose last attempt is still being settled: look again soon
                     quiet_until = math.inf if next_due is None else max(next_due, now + 0.05)
             wait = 3600.0 if quiet_until is None else min(3600.0, quiet_until - time.time())
-            if ctx.options.supervise:
-                wait = min(wait, REFILL_INTERVAL)
+            wait = min(wait, REFILL_INTERVAL if ctx.options.supervise else OUTSIDE_INTERVAL)
             if blocked:
                 wait = min(wait, 1.0)
             await ctx.work.wait(wait)

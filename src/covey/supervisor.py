@@ -15,52 +15,24 @@ import time
 import anyio
 from anyio.abc import TaskStatus
 
-from covey import reaper, submitter, tracker
-from covey.context import Context, Live, demand_of, log
-from covey.errors import EngineError
-from covey.states import Observation, Outcome, Phase
+from covey import adoption, reaper, submitter, tracker
+from covey.context import Context, log
+from covey.errors import CoveyError, EngineError
 
 
 async def reconcile(ctx: Context) -> int:
     """Adopt what the store says is in flight; returns how many attempts were picked up."""
     await ctx.refresh_nodes(force=True)
-    attempts = await ctx.store.open_attempts(ctx.scope)
-    if not attempts:
+    taken = await adoption.adopt(ctx, await ctx.store.open_attempts(ctx.scope))
+    if not taken.count:
         return 0
-    jobs = {j.id: j for j in await ctx.store.jobs_by_id([a.job_id for a in attempts])}
-    to_create: list[Live] = []
-    for attempt in attempts:
-        job = jobs[attempt.job_id]
-        live = Live(
-            attempt=attempt, job=job, demand=demand_of(job.spec), engine_id=attempt.engine_id
-        )
-        ctx.live[attempt.id] = live
-        if attempt.engine_id is not None or attempt.phase == "ended":
-            live.created.set()  # else submitter.create below creates it again (or adopts it)
-        if attempt.phase == "ended":
-            live.ended = True
-            live.phase = Phase.ENDED
-            live.end = Observation(Phase.ENDED, attempt.outcome or Outcome.LOST, attempt.exit_code)
-            live.confirmed.set()
-            await ctx.to_reaper.send(live)
-            continue
-        ctx.governor.hold(job.id, live.demand, None)
-        if attempt.stop_reason:
-            live.stop_reason = attempt.stop_reason
-        if attempt.phase == "running":
-            live.phase = Phase.RUNNING
-            # the deadline counts from the real start, not from this adoption
-            ran_for = max(0.0, time.time() - (attempt.started or time.time()))
-            live.started = time.monotonic() - ran_for
-        if attempt.engine_id is None:
-            to_create.append(live)
-    for live in to_create:
+    for live in taken.to_create:
         await submitter.create(ctx, live)
-    for live in list(ctx.live.values()):
-        if live.stop_reason and not live.ended:
-            await tracker.stop(ctx, live, live.stop_reason)
+    for live in taken.to_stop:
+        if not live.ended:
+            await tracker.stop(ctx, live, live.stop_reason or "cancel")
     await tracker.poll_once(ctx)
-    return len(attempts)
+    return taken.count
 
 
 async def prune_kept(
@@ -77,6 +49,28 @@ async def prune_kept(
             log.info("pruning kept services failed: %s", exc)
 
 
+RETAIN_INTERVAL = 3600.0
+
+
+async def retain(
+    ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """``--retain DURATION``: hourly, delete jobs that ended longer ago (see covey prune)."""
+    task_status.started()
+    keep = ctx.options.retain or 0.0
+    while True:
+        try:
+            deleted = await ctx.store.delete_finished(time.time() - keep)
+            if deleted:
+                before, after = await ctx.store.reclaim_space()
+                log.info(
+                    "retention: deleted %d job(s); store %d -> %d bytes", deleted, before, after
+                )
+        except CoveyError as exc:
+            log.warning("retention failed: %s", exc)
+        await anyio.sleep(RETAIN_INTERVAL)
+
+
 async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Reconcile, then run submitter, tracker and reaper until cancelled."""
     with ctx.to_reaper, ctx.reaper_inbox:  # closed on the way out (no ResourceWarning)
@@ -89,4 +83,6 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
             await tg.start(submitter.run, ctx)
             if ctx.options.supervise and ctx.options.keep_failed is not None:
                 await tg.start(prune_kept, ctx)
+            if ctx.options.supervise and ctx.options.retain is not None:
+                await tg.start(retain, ctx)
             task_status.started()

@@ -19,8 +19,8 @@ from covey.backend import event_observation
 from covey.context import Context, Live, log
 from covey.engine import ATTEMPT_LABEL, Unavailable
 from covey.errors import EngineError
-from covey.policy import decide
-from covey.states import FINAL_STATE, JobState, Observation, Outcome, Phase
+from covey.retrying import Backoff
+from covey.states import JobState, Observation, Outcome, Phase
 from covey.store import AttemptEnd, EndDecision
 
 CONFIRM_INTERVAL = 0.25
@@ -30,37 +30,9 @@ EVENT_DEBOUNCE = 0.03
 MISSING_GRACE = 10.0
 
 
-def end_decision(live: Live, outcome: Outcome, exit_code: int | None) -> EndDecision:
-    """What this end means for the job: retry after a backoff, or a final state."""
-    job = live.job
-    if job.cancel_requested or outcome is Outcome.CANCELLED:
-        return EndDecision(JobState.CANCELLED, counts_as_run=False, detail="cancelled")
-    counts_as_run = outcome is not Outcome.LOST
-    decision = decide(
-        job.spec.retry,
-        outcome.value,
-        exit_code,
-        job.runs + int(counts_as_run),
-        job.losses + int(not counts_as_run),
-    )
-    if decision.retry:
-        return EndDecision(
-            JobState.RETRYING,
-            not_before=time.time() + decision.delay,
-            counts_as_run=counts_as_run,
-            counts_as_loss=not counts_as_run,
-            detail=decision.reason,
-        )
-    return EndDecision(
-        FINAL_STATE[outcome],
-        counts_as_run=counts_as_run,
-        counts_as_loss=not counts_as_run,
-        detail=decision.reason or None,
-    )
-
-
 def conclude(ctx: Context, live: Live, obs: Observation, source: str) -> AttemptEnd:
-    """Mark the attempt ended (in memory) and decide what its end means for the job."""
+    """Mark the attempt ended (in memory); what the end means for the job is decided by the
+    store, from the job as it is when the end is recorded (a cancel may have come since)."""
     live.ended = True
     live.phase = Phase.ENDED
     outcome = obs.outcome or Outcome.LOST
@@ -73,22 +45,16 @@ def conclude(ctx: Context, live: Live, obs: Observation, source: str) -> Attempt
         outcome, exit_code, error = Outcome.CANCELLED, None, "cancelled"
     node_id = obs.node_id or live.node_id
     live.end = Observation(Phase.ENDED, outcome, exit_code, error, node_id)
-    decision = end_decision(live, outcome, exit_code)
-    return AttemptEnd(
-        outcome,
-        exit_code,
-        error,
-        ctx.node_name(node_id),
-        time.time(),
-        source,
-        decision,
-        live.engine_id,
-    )
+    now = time.time()
+    # the engine's time of the end when it has one (an end found late is recorded when it
+    # happened); covey's own stops end now
+    at = now if live.stop_reason or obs.at is None else min(obs.at, now)
+    return AttemptEnd(outcome, exit_code, error, ctx.node_name(node_id), at, source, live.engine_id)
 
 
-def noted(ctx: Context, live: Live, end: AttemptEnd) -> None:
+def noted(ctx: Context, live: Live, end: AttemptEnd, decision: EndDecision) -> None:
     """An end was recorded just now: counters, the submitter's cue, the debug line."""
-    if end.decision.state is JobState.RETRYING:
+    if decision.state is JobState.RETRYING:
         ctx.new_work = True  # due again after its backoff: the submitter must read it
     if end.source == "event":
         ctx.counters.recorded_from_event += 1
@@ -99,7 +65,7 @@ def noted(ctx: Context, live: Live, end: AttemptEnd) -> None:
         live.job.id,
         live.attempt.n,
         end.outcome.value,
-        end.decision.state.value,
+        decision.state.value,
         end.source,
     )
 
@@ -109,8 +75,9 @@ async def record_end(ctx: Context, live: Live, obs: Observation, source: str) ->
     if live.ended:
         return
     end = conclude(ctx, live, obs, source)
-    if await ctx.store.finish(live.attempt, end):
-        noted(ctx, live, end)
+    decision = await ctx.store.finish(live.attempt, end)
+    if decision is not None:
+        noted(ctx, live, end, decision)
     await ctx.to_reaper.send(live)
 
 
@@ -133,6 +100,7 @@ async def apply(ctx: Context, live: Live, obs: Observation, source: str) -> None
         log.debug("job %s attempt %s running (%s)", live.job.id, live.attempt.n, source)
     elif obs.phase is Phase.PENDING:
         live.pending_reason = obs.error or live.pending_reason
+        live.pulling(obs.pulling, time.monotonic())
 
 
 def ended_here(ctx: Context, live: Live, container: str) -> None:
@@ -200,21 +168,25 @@ async def police(ctx: Context) -> None:
             if now - live.started >= live.spec.timeout:
                 await stop(ctx, live, "timeout")
         elif live.phase is Phase.PENDING and live.engine_id:
-            limit = live.spec.pending_timeout or ctx.options.pending_timeout
-            if now - live.since >= limit:
-                reason = live.pending_reason or "the engine did not schedule it"
+            why = _stuck(ctx, live, now)
+            if why is not None:
                 live.confirmed.set()  # it never ran: no end to wait for, removing it ends it
                 await record_end(
-                    ctx,
-                    live,
-                    Observation(
-                        Phase.ENDED,
-                        Outcome.REJECTED,
-                        None,
-                        f"still pending after {limit:g}s: {reason}",
-                    ),
-                    "covey",
+                    ctx, live, Observation(Phase.ENDED, Outcome.REJECTED, None, why), "covey"
                 )
+
+
+def _stuck(ctx: Context, live: Live, now: float) -> str | None:
+    """Why a pending attempt is given up, or ``None``: time spent pulling its image counts
+    against the pull timeout, the rest against the pending timeout."""
+    pulled = live.pulled_for(now)
+    if live.pull_since is not None and now - live.pull_since >= ctx.options.pull_timeout:
+        return f"its image was still being pulled after {ctx.options.pull_timeout:g}s"
+    limit = live.spec.pending_timeout or ctx.options.pending_timeout
+    if now - live.since - pulled >= limit:
+        reason = live.pending_reason or "the engine did not schedule it"
+        return f"still pending after {limit:g}s: {reason}"
+    return None
 
 
 async def stop(ctx: Context, live: Live, reason: str) -> None:
@@ -289,16 +261,26 @@ async def _idle_refresh(ctx: Context) -> None:
 async def event_loop(
     ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
-    """Follow the event stream; resubscribe with backoff whenever it drops."""
+    """Follow the event stream; resubscribe with backoff whenever it drops (never giving up:
+    the stream is a hint, and polling goes on without it)."""
     task_status.started()
-    backoff = 0.2
+    backoff = Backoff()
     while True:
+        # Containers sent a signal on this subscription (a drain, `docker stop`, covey's own
+        # stop): a job that traps SIGTERM then exits 0, and only the task list can say
+        # whether that was its success (`complete`) or its stop (`shutdown`).
+        killed: set[str] = set()
         try:
             async for event in ctx.engine.events(ctx.backend.event_filters()):
                 ctx.counters.events_up = True
-                backoff = 0.2
-                hint = event_observation(event)
-                if hint is None:  # a non-zero exit: only the task list can say why
+                backoff.reset()
+                if event.action == "kill":
+                    killed.add(event.actor_id)
+                    continue
+                hint = event_observation(event, killed)
+                if event.action == "die":
+                    killed.discard(event.actor_id)
+                if hint is None:  # a non-zero or signalled exit: only the task list can say why
                     dying = ctx.live.get(event.attributes.get(ATTEMPT_LABEL, ""))
                     if dying is not None and event.action == "die":
                         dying.died = True  # the listing lags the event: look again soon
@@ -315,5 +297,4 @@ async def event_loop(
         ctx.counters.events_up = False
         ctx.counters.event_reconnects += 1
         ctx.look.set()
-        await anyio.sleep(backoff)
-        backoff = min(backoff * 2, 5.0)
+        await backoff.sleep()

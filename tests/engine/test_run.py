@@ -8,6 +8,7 @@ left on the engine (``docker service ls --filter label=covey.managed``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,8 +20,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import pytest
+from aiohttp import web
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
@@ -250,6 +253,141 @@ async def test_unknown_image_is_125_quickly(outcomes: Any) -> None:
 
 
 @scenario
+async def unknown_image_json(h: Harness) -> Run:
+    return await h.covey("run", "--json", "covey-test/nosuch:1", "true")
+
+
+async def test_a_rejected_job_has_no_exit_code(outcomes: Any) -> None:
+    """The engine reports ExitCode 0 for a task that never had a container; it is no exit."""
+    run = outcome(outcomes, "unknown_image_json")
+    assert run.code == 125, run
+    doc = run.json
+    assert (doc["state"], doc["exit_code"]) == ("rejected", None), doc
+    assert "No such image" in doc["error"]
+
+
+# -- a create the engine refuses, and one it cannot answer -------------------------------------
+
+
+@scenario
+async def network_refused(h: Harness) -> tuple[Run, Run]:
+    """Engine 20.10 answers a create naming a missing network with HTTP 500."""
+    plain, as_json = await gather(
+        h.covey("run", "--network", "no-such-net", IMAGE, "true"),
+        h.covey("run", "--json", "--network", "no-such-net", IMAGE, "true"),
+    )
+    return plain, as_json
+
+
+async def test_a_refused_create_is_rejected_at_once(outcomes: Any) -> None:
+    plain, as_json = outcome(outcomes, "network_refused")
+    assert plain.code == 125, plain
+    assert plain.seconds < 60, plain  # not retried as if the engine were down (for ever)
+    assert one_line(plain.stderr), plain
+    assert "rejected" in plain.stderr
+    assert "network no-such-net not found" in plain.stderr
+    assert as_json.code == 125, as_json
+    doc = as_json.json
+    assert (doc["state"], doc["exit_code"]) == ("rejected", None), doc
+    assert "network no-such-net not found" in doc["error"]
+
+
+LEADERLESS = (
+    "rpc error: code = Unknown desc = The swarm does not have a leader. It's possible that "
+    "too few managers are online. Make sure more than half of the managers are online."
+)
+
+
+@contextlib.asynccontextmanager
+async def leaderless_engine(h: Harness, sock: Path) -> AsyncIterator[str]:
+    """A proxy to the real engine that answers every service create as a manager without
+    quorum does (HTTP 500, swarmkit's message) and passes everything else through."""
+    upstream = aiohttp.ClientSession(
+        connector=aiohttp.UnixConnector(path=h.host.removeprefix("unix://"))
+    )
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.method == "POST" and request.path.endswith("/services/create"):
+            return web.json_response({"message": LEADERLESS}, status=500)
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() == "content-type"}
+        async with upstream.request(
+            request.method, f"http://docker{request.rel_url}", data=body or None, headers=headers
+        ) as answer:
+            response = web.StreamResponse(status=answer.status)
+            response.content_type = answer.content_type
+            await response.prepare(request)
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                async for chunk in answer.content.iter_any():  # /events streams
+                    await response.write(chunk)
+            return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    await web.UnixSite(runner, str(sock)).start()
+    try:
+        yield f"unix://{sock}"
+    finally:
+        await runner.cleanup()
+        await upstream.close()
+
+
+@scenario
+async def engine_unavailable(h: Harness) -> tuple[Run, tuple[int, float, str]]:
+    """Creates that the engine cannot serve are retried until ``--engine-timeout``, then the
+    job is rejected with the last error; a SIGTERM meanwhile ends the retry in seconds."""
+    async with leaderless_engine(h, h.tmp / "leaderless.sock") as host:
+        gave_up = await h.covey(
+            "run", "--json", "--engine-timeout", "3s", IMAGE, "true", env={"DOCKER_HOST": host}
+        )
+        db = h.db()
+        async with h.limiter:
+            proc = await anyio.open_process(
+                [sys.executable, "-m", "covey", "--debug", "run", IMAGE, "true"],
+                env=h.env(db, DOCKER_HOST=host),
+            )
+            async with proc, anyio.create_task_group() as tg:
+                retrying = anyio.Event()
+
+                async def drain() -> None:  # --debug writes a lot: the pipe must not fill
+                    assert proc.stderr is not None
+                    marker, tail, count = "engine unavailable", "", 0
+                    async for chunk in TextReceiveStream(proc.stderr):
+                        text = tail + chunk
+                        count += text.count(marker) - tail.count(marker)
+                        tail = text[-len(marker) :]
+                        if count >= 2:  # retrying its create
+                            retrying.set()
+
+                tg.start_soon(drain)
+                with anyio.fail_after(60):
+                    await retrying.wait()
+                sent = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                with anyio.fail_after(60):
+                    code = await proc.wait()
+                waited = time.monotonic() - sent
+        states = await h.covey("ls", "--json", db=db)
+    return gave_up, (code, waited, states.stdout)
+
+
+async def test_a_create_is_retried_while_unavailable_and_given_up_in_time(
+    outcomes: Any,
+) -> None:
+    gave_up, (code, waited, states) = outcome(outcomes, "engine_unavailable")
+    assert gave_up.code == 125, gave_up
+    assert gave_up.seconds < 60, gave_up  # 3 s of retries (a loaded machine is slow)
+    doc = gave_up.json
+    assert (doc["state"], doc["exit_code"]) == ("rejected", None), doc
+    assert "gave up after" in doc["error"] and "does not have a leader" in doc["error"], doc
+    assert code == 143
+    assert waited < 25  # was 31 s: the retry now stops when the job is no longer wanted
+    assert [json.loads(line)["state"] for line in states.splitlines()] == ["cancelled"]
+
+
+@scenario
 async def cannot_exec(h: Harness) -> tuple[Run, Run]:
     return tuple(
         await gather(
@@ -302,6 +440,52 @@ async def test_bad_flags_are_125_naming_the_flag_and_create_nothing(
         assert one_line(run.stderr), run
         assert run.stderr.startswith(f"covey: {flag}"), run
     assert not store_created  # refused before the store (or the engine) was touched
+
+
+@scenario
+async def image_is_a_file(h: Harness) -> dict[str, tuple[Run, bool]]:
+    """A batch file given where the image belongs (``covey submit jobs.yaml``, without -f)."""
+    batch = h.tmp / "nightly.yaml"
+    batch.write_text("jobs: [{image: busybox}]\n")
+
+    async def one(*args: str) -> tuple[Run, bool]:
+        db = h.db()
+        return await h.covey(*args, db=db), db.exists()
+
+    cases = {
+        "submit": ("submit", str(batch)),
+        "run": ("run", "nightly.yml", "true"),
+        "invalid": ("run", "MyImage:latest", "true"),
+    }
+    runs = await gather(*(one(*args) for args in cases.values()))
+    return dict(zip(cases, runs, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("submit", None),  # the file's absolute path: checked below
+        ("run", "IMAGE: 'nightly.yml' looks like a batch file, not an image; "
+         "did you mean `covey batch nightly.yml`?"),
+        ("invalid", "IMAGE: 'MyImage:latest' is not a valid image reference: repository "
+         "name 'MyImage' must be lower-case"),
+    ],
+)  # fmt: skip
+async def test_an_image_that_is_no_reference_is_125_before_anything_is_queued(
+    outcomes: Any, case: str, expected: str | None
+) -> None:
+    run, store_created = outcome(outcomes, "image_is_a_file")[case]
+    assert run.code == 125, run
+    assert one_line(run.stderr), run
+    if expected is None:
+        assert run.stderr.startswith("covey: IMAGE: '/"), run
+        assert "nightly.yaml' is a file, not an image; did you mean `covey submit -f /" in (
+            run.stderr
+        ), run
+        assert run.stderr.endswith("nightly.yaml`?\n"), run
+    else:
+        assert run.stderr == f"covey: {expected}\n", run
+    assert not store_created  # nothing queued
 
 
 @scenario
@@ -472,3 +656,44 @@ async def test_pending_timeout(outcomes: Any) -> None:
     assert "insufficient resources" in run.stderr
     assert run.stdout == ""
     assert run.seconds < 30, run
+
+
+# -- a job stopped from outside that exits 0 ------------------------------------------------------
+
+TRAPS_TERM = (
+    "trap 'echo stopped; exit 0' TERM; echo started; "
+    "i=0; while [ $i -lt 60 ]; do sleep 0.1; i=$((i+1)); done"
+)
+
+
+@scenario
+async def stopped_exits_zero(h: Harness) -> tuple[Run, Run]:
+    """A job that traps SIGTERM and exits 0 is stopped by swarm (its service scaled to 0, as
+    a drain stops it): docker sends ``kill`` then ``die`` with exit 0. That zero is the
+    job's answer to being stopped, not its success; the task list says it did not complete."""
+    name = f"trap-{secrets.token_hex(3)}"
+    db = h.db()
+
+    async def stop_when_running() -> None:
+        with anyio.fail_after(90):
+            while not (
+                await h.docker("service", "ps", name, "--format", "{{.CurrentState}}", check=False)
+            ).startswith("Running"):
+                await anyio.sleep(0.2)
+        await anyio.sleep(1.0)  # its trap is set
+        await h.docker("service", "scale", "--detach", f"{name}=0")
+
+    run, _ = await gather(
+        h.covey("run", "--json", "--name", name, IMAGE, "sh", "-c", TRAPS_TERM, db=db),
+        stop_when_running(),
+    )
+    return run, await h.covey("show", "--json", run.json["id"], db=db)
+
+
+async def test_a_zero_exit_after_a_stop_is_not_the_jobs_success(outcomes: Any) -> None:
+    run, show = outcome(outcomes, "stopped_exits_zero")
+    assert run.code == 0, run  # the retry (engine-side losses are retried) ran to its end
+    assert run.json["attempts"] == 2, run
+    first, second = show.json["attempts"]
+    assert first["outcome"] == "lost", show  # what the task list says, not the event's 0
+    assert second["outcome"] == "succeeded", show

@@ -1,22 +1,28 @@
-"""The pure parts of engine.py: log frames, the engine's own log complaints, records."""
+"""engine.py without Docker: the engine's own log complaints, records, and how
+an error answer is classified (refused or unavailable), against a fake engine on a socket."""
 
 from __future__ import annotations
 
-import struct
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
 
-from covey.engine import daemon_log_errors, demux, node_record, request_kind, task_record
+import pytest
+from aiodocker.exceptions import DockerError
+from aiohttp import web
 
-
-def frame(kind: int, data: bytes) -> bytes:
-    return struct.pack(">BxxxL", kind, len(data)) + data
-
-
-def test_demux_keeps_streams_apart_and_reports_an_incomplete_tail() -> None:
-    data = frame(1, b"out1\n") + frame(2, b"err\n") + frame(1, b"out2\n")
-    out, err, rest = demux(data + frame(1, b"partial")[:6])
-    assert out == b"out1\nout2\n"
-    assert err == b"err\n"
-    assert rest == 6
+from covey.engine import (
+    Conflict,
+    Engine,
+    NotFound,
+    Unavailable,
+    _error,
+    daemon_log_errors,
+    node_record,
+    request_kind,
+    task_record,
+)
+from covey.errors import EngineError
 
 
 def test_daemon_log_errors_are_not_the_jobs_output() -> None:
@@ -72,3 +78,96 @@ def test_node_record_reads_capacity_and_labels() -> None:
     assert node.labels == {"disk": "ssd"}
     assert node.engine_labels == {"zone": "a"}
     assert not node.usable
+
+
+# -- refused or unavailable: what the engine says, and whether it answers a ping ----------------
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "expected"),
+    [
+        (404, "no such service: x", NotFound),
+        (409, "name conflicts with an existing object", Conflict),
+        (503, "This node is not a swarm manager. Manager is being prepared", Unavailable),
+        (502, "bad gateway", Unavailable),
+        (900, "Cannot connect to Docker", Unavailable),
+        (
+            500,
+            "rpc error: code = Unknown desc = The swarm does not have a leader. It's possible "
+            "that too few managers are online. Make sure more than half of the managers are "
+            "online.",
+            Unavailable,
+        ),
+        (500, "rpc error: code = DeadlineExceeded desc = context deadline exceeded", Unavailable),
+        (500, "rpc error: code = Unavailable desc = transport is closing", Unavailable),
+        (500, "raft: failed to process the request: node lost leader status", Unavailable),
+        (500, "network no-such-net not found", EngineError),
+        (500, "This node is not a swarm manager. Worker nodes can't be used", EngineError),
+        (400, "invalid mount config", EngineError),
+        (501, "not implemented", EngineError),
+    ],
+)
+def test_an_engine_that_answers_is_unavailable_only_when_it_says_so(
+    status: int, message: str, expected: type[EngineError]
+) -> None:
+    error = _error(DockerError(status, message), "create service")
+    assert type(error) is expected
+    assert str(error) == f"create service: {message}"
+
+
+def test_a_500_from_an_engine_that_no_longer_answers_a_ping_is_unavailable() -> None:
+    error = _error(DockerError(500, "network x not found"), "create service", alive=False)
+    assert type(error) is Unavailable
+
+
+class FakeEngine:
+    """An HTTP server on a unix socket that answers like a Docker engine: ``_ping`` 200
+    (until ``sick``), and every other request with ``status`` and ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        self.sick = False
+        self.pings = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.path.endswith("/_ping"):
+            self.pings += 1
+            if self.sick:
+                return web.json_response({"message": "sick"}, status=500)
+            return web.Response(text="OK")
+        return web.json_response({"message": self.message}, status=self.status)
+
+    @contextlib.asynccontextmanager
+    async def serving(self, path: Path) -> AsyncIterator[str]:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.UnixSite(runner, str(path)).start()
+        try:
+            yield f"unix://{path}"
+        finally:
+            await runner.cleanup()
+
+
+async def test_a_create_the_engine_refuses_is_a_refusal_not_unavailable(tmp_path: Path) -> None:
+    fake = FakeEngine(500, "network no-such-net not found")
+    async with fake.serving(tmp_path / "e.sock") as host, Engine(host) as engine:
+        with pytest.raises(EngineError) as info:
+            await engine.create_service({"Name": "x"})
+        pings = fake.pings
+        fake.sick = True
+        with pytest.raises(Unavailable):
+            await engine.create_service({"Name": "x"})
+    assert type(info.value) is EngineError
+    assert "network no-such-net not found" in str(info.value)
+    assert pings == 2  # one at open, one to tell the refusal from a sick engine
+
+
+async def test_a_transient_500_is_unavailable_without_a_ping(tmp_path: Path) -> None:
+    fake = FakeEngine(500, "rpc error: code = Unknown desc = The swarm does not have a leader.")
+    async with fake.serving(tmp_path / "e.sock") as host, Engine(host) as engine:
+        with pytest.raises(Unavailable):
+            await engine.tasks({})
+    assert fake.pings == 1  # only the one at open

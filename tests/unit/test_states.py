@@ -41,6 +41,7 @@ def task(
     err: str | None = None,
     exit_code: int | None = None,
     node_id: str | None = "n1",
+    container_id: str | None = None,
 ) -> TaskRecord:
     return TaskRecord(
         id="t1",
@@ -51,7 +52,7 @@ def task(
         err=err,
         message=None,
         exit_code=exit_code,
-        container_id=None,
+        container_id=container_id,
         attempt="job1-1",
     )
 
@@ -190,6 +191,38 @@ def test_rejected_keeps_the_engines_reason() -> None:
     assert obs.error == "No such image: nosuch:1"
 
 
+# A task that never had a container reports ContainerStatus.ExitCode 0 (and ContainerID ""),
+# as the engine does for "No such image": that 0 is not an exit, and covey must not show one.
+NEVER_RAN = {"exit_code": 0, "container_id": None}
+
+
+def test_a_rejected_task_has_no_exit_code_even_when_the_engine_says_0() -> None:
+    obs = observe_task(task("rejected", err="No such image: nosuch:1", **NEVER_RAN), node())
+    assert (obs.outcome, obs.exit_code) == (Outcome.REJECTED, None)
+
+
+def test_a_task_shut_down_before_it_ran_has_no_exit_code() -> None:
+    obs = observe_task(task("shutdown", desired="shutdown", **NEVER_RAN), node())
+    assert (obs.outcome, obs.exit_code) == (Outcome.LOST, None)
+    drained = observe_task(
+        task("shutdown", desired="shutdown", **NEVER_RAN), node(availability="drain")
+    )
+    assert (drained.outcome, drained.exit_code) == (Outcome.LOST, None)
+
+
+def test_a_pending_task_lost_with_its_node_has_no_exit_code() -> None:
+    obs = observe_task(task("assigned", desired="shutdown", **NEVER_RAN), node(state="down"))
+    assert (obs.outcome, obs.exit_code) == (Outcome.LOST, None)
+
+
+def test_a_task_shut_down_while_running_keeps_its_containers_exit() -> None:
+    obs = observe_task(
+        task("shutdown", desired="shutdown", exit_code=143, container_id="c1"),
+        node(availability="drain"),
+    )
+    assert (obs.outcome, obs.exit_code) == (Outcome.LOST, 143)
+
+
 def test_rejected_without_err_still_says_why() -> None:
     assert observe_task(task("rejected"), node()).error
 
@@ -308,3 +341,15 @@ def test_terminal_job_states() -> None:
     }
     for state in (JobState.QUEUED, JobState.PENDING, JobState.RUNNING, JobState.RETRYING):
         assert not state.terminal
+
+
+def test_preparing_is_pulling_and_other_pending_states_are_not() -> None:
+    from covey.records import TaskRecord
+
+    def task(state: str) -> TaskRecord:
+        return TaskRecord("t", "s", "n", state, "running", None, None, None, None, "a")
+
+    assert observe_task(task("preparing")).pulling
+    assert observe_task(task("preparing")).phase is Phase.PENDING
+    assert not observe_task(task("pending")).pulling
+    assert not observe_task(task("assigned")).pulling
