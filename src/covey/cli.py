@@ -101,9 +101,27 @@ def execute(fn: Callable[[], Awaitable[int]]) -> None:
     except CoveyError as exc:
         print(f"covey: {exc}", file=sys.stderr)
         code = exc.exit_code
+    except BaseExceptionGroup as group:  # raised inside a task group: the same one line
+        found = covey_error(group)
+        if found is None:
+            raise
+        print(f"covey: {found}", file=sys.stderr)
+        code = found.exit_code
     except KeyboardInterrupt:
         code = 130
     raise typer.Exit(code)
+
+
+def covey_error(exc: BaseException) -> CoveyError | None:
+    """The first :class:`CoveyError` in ``exc`` or the groups it is wrapped in."""
+    if isinstance(exc, CoveyError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = covey_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def options(

@@ -21,7 +21,7 @@ from covey import supervisor
 from covey.backend import Backend, ContainerBackend, SwarmBackend
 from covey.context import Context, Options
 from covey.engine import Engine
-from covey.errors import EngineError, SpecError
+from covey.errors import EngineError, SpecError, StoreError
 from covey.flags import image_problem
 from covey.holders import HEARTBEAT
 from covey.results import JobResult, result_from
@@ -30,6 +30,8 @@ from covey.spec import JobSpec
 from covey.store import JobSnapshot, Scope, Store
 
 log = logging.getLogger("covey")
+UNHOLD_PATIENCE = 10.0  # a locked store must not keep an exiting process: the supervisor
+# finds a holder that is gone anyway
 Mode = Literal["auto", "swarm", "container"]
 SETTLE_GRACE = 10.0
 
@@ -61,7 +63,10 @@ async def _heartbeat(store: Store, holder: str) -> None:
     """Say now and then that this process still holds its batches (see covey.holders)."""
     while True:
         await anyio.sleep(HEARTBEAT)
-        await store.heartbeat(holder)
+        try:
+            await store.heartbeat(holder)
+        except StoreError as exc:  # a store locked past our patience: say so, keep running
+            log.warning("could not note that this process still holds its jobs: %s", exc)
 
 
 class Client:
@@ -141,7 +146,7 @@ class Client:
         try:
             if self._holder is not None and self.store is not None:
                 # what is left unfinished goes to the queue: a supervisor adopts it
-                with anyio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(UNHOLD_PATIENCE):
                     await self.store.unhold(self._holder)
         finally:
             await self._stack.aclose()

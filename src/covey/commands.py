@@ -42,6 +42,7 @@ from covey.store import (
 
 out = Console(highlight=False, soft_wrap=True)
 WAIT_POLL = 0.2
+SERVED_CHECK = 5.0  # seconds between looks for a process that serves the jobs
 
 
 def _when(ts: float | None) -> str:
@@ -372,19 +373,24 @@ async def wait(db: Path | None, refs: Sequence[str], timeout: float | None) -> i
         open_ids = set(ids)
         version: int | None = None
         warned = False
+        next_check = 0.0
         while True:
             seen, version = version, await store.data_version()
             if seen != version:
                 open_ids -= await store.terminal_among(sorted(open_ids))
             if not open_ids:
                 break
-            if not warned and await _unserved(store, sorted(open_ids)):
-                warned = True
-                print(
-                    f"covey: warning: no covey supervise is running on {store.path}, and no"
-                    " other covey process holds these jobs: they wait until one is started",
-                    file=sys.stderr,
-                )
+            now = time.monotonic()
+            if not warned and now >= next_check:
+                next_check = now + SERVED_CHECK
+                warned = await _unserved(store, sorted(open_ids))
+                if warned:
+                    print(
+                        f"covey: warning: no covey supervise is running on {store.path}, and"
+                        " no other covey process holds these jobs: they wait until one is"
+                        " started",
+                        file=sys.stderr,
+                    )
             if deadline is not None and time.monotonic() > deadline:
                 print(f"covey: still not done after {timeout:g}s", file=sys.stderr)
                 return 124

@@ -38,6 +38,7 @@ FOLLOW_GRACE = 5.0  # after the job settled, for the follower to write what the 
 # `covey run` could not pass all of the job's output through: never a clean exit then
 PASSTHROUGH_INCOMPLETE = 125
 STANDBY_POLL = 1.0
+UNHOLD_PATIENCE = 10.0
 
 
 def exit_code_of(result: JobResult) -> int:
@@ -332,7 +333,7 @@ async def supervise(client: Client, *, metrics_addr: str | None, standby: bool =
             )
             await anyio.sleep_forever()
         finally:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(UNHOLD_PATIENCE):
                 await store.unhold(holder)
     return 0
 
@@ -374,7 +375,11 @@ async def _supervisor_heartbeat(store: Store, holder: str) -> None:
 
     while True:
         await anyio.sleep(HEARTBEAT)
-        await store.heartbeat(holder)
+        if not await store.heartbeat(holder):
+            raise CoveyError(
+                f"this supervisor's registration in {store.path} was taken over (was it found"
+                " gone while it hung?); stopping so that only one supervisor serves the store"
+            )
 
 
 def fail(error: CoveyError) -> int:

@@ -32,10 +32,23 @@ def host() -> str:
     return socket.gethostname()
 
 
+class _Unknown(Exception):
+    """The process exists but its start time cannot be read (another user's, say)."""
+
+
 def _started(pid: int) -> float | None:
     try:
         return float(psutil.Process(pid).create_time())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied as exc:
+        raise _Unknown(str(exc)) from exc
+
+
+def _own_start() -> float | None:
+    try:
+        return _started(os.getpid())
+    except _Unknown:
         return None
 
 
@@ -48,7 +61,7 @@ def this_process(role: str, now: float | None = None) -> HolderRow:
         role=role,
         pid=pid,
         host=host(),
-        proc_started=_started(pid) or at,
+        proc_started=_own_start() or at,
         since=at,
         heartbeat=at,
     )
@@ -59,7 +72,10 @@ def alive(holder: HolderRow, now: float | None = None) -> bool:
     if holder.host != host():
         at = time.time() if now is None else now
         return at - holder.heartbeat < FOREIGN_TTL
-    started = _started(holder.pid)
+    try:
+        started = _started(holder.pid)
+    except _Unknown:
+        return True  # it exists; without its start time, taking its work would be a guess
     if started is None and holder.pid == os.getpid():
         return True  # our own start time unreadable: this_process recorded the clock instead
     # our own pid is no exception: in a container a restarted covey often gets the pid of

@@ -241,9 +241,9 @@ async def prune(store: Store, backend: Backend, *, older_than: float = 0.0) -> P
     now = time.time()
     for ident, name, attempt_id in leftovers:
         attempt = await store.attempt(attempt_id) if attempt_id else None
+        if attempt is not None and attempt.id in minded:
+            continue  # its process is alive: it records, reads and removes it itself
         if attempt is not None and attempt.phase != "ended" and not attempt.removed:
-            if attempt.id in minded:
-                continue
             if seen is None:
                 seen = {s.attempt: s for s in await backend.observe({})}
             found = seen.get(attempt.id)

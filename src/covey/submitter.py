@@ -142,8 +142,10 @@ class _Outside:
             if now - self.adopted >= ADOPT_INTERVAL:
                 self.adopted = now
                 await self._take_over(ctx, tg)
-        elif changed and seen is not None and ctx.on_outside_change is not None:
-            await ctx.on_outside_change(since - OUTSIDE_SLACK)
+        elif changed and seen is not None:
+            ctx.new_work = True  # e.g. `covey retry` of one of our jobs from another shell
+            if ctx.on_outside_change is not None:
+                await ctx.on_outside_change(since - OUTSIDE_SLACK)
 
     async def _take_over(self, ctx: Context, tg: TaskGroup) -> None:
         """A supervisor adopts the work of holders that are gone (see covey.adoption)."""

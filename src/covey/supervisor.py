@@ -18,20 +18,29 @@ from anyio.abc import TaskStatus
 from covey import adoption, reaper, submitter, tracker
 from covey.context import Context, log
 from covey.errors import CoveyError, EngineError
+from covey.retrying import retry
 
 
 async def reconcile(ctx: Context) -> int:
     """Adopt what the store says is in flight; returns how many attempts were picked up."""
-    await ctx.refresh_nodes(force=True)
+    await retry(
+        lambda: ctx.refresh_nodes(force=True),
+        what="reading the nodes",
+        give_up_after=ctx.options.engine_timeout,
+    )
     taken = await adoption.adopt(ctx, await ctx.store.open_attempts(ctx.scope))
     if not taken.count:
         return 0
-    for live in taken.to_create:
-        await submitter.create(ctx, live)
+    async with anyio.create_task_group() as tg:  # each create retries on its own
+        for live in taken.to_create:
+            tg.start_soon(submitter.create, ctx, live)
     for live in taken.to_stop:
         if not live.ended:
             await tracker.stop(ctx, live, live.stop_reason or "cancel")
-    await tracker.poll_once(ctx)
+    try:
+        await tracker.poll_once(ctx)
+    except EngineError as exc:  # the poll loop lists again in a moment
+        log.info("first listing after reconcile failed: %s", exc)
     return taken.count
 
 
@@ -57,7 +66,8 @@ async def retain(
 ) -> None:
     """``--retain DURATION``: hourly, delete jobs that ended longer ago (see covey prune)."""
     task_status.started()
-    keep = ctx.options.retain or 0.0
+    # a kept service (--keep-failed) keeps its job's history at least as long
+    keep = max(ctx.options.retain or 0.0, ctx.options.keep_failed or 0.0)
     while True:
         try:
             deleted = await ctx.store.delete_finished(time.time() - keep)

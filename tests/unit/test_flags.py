@@ -607,3 +607,14 @@ def test_without_a_file_hint_a_yaml_name_is_just_a_name(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "busybox").mkdir()  # a directory named like the image is no batch file
     assert flags.parse_image("busybox", file_hint="covey submit -f {}") == "busybox"
+
+
+def test_a_covey_error_inside_task_groups_is_found() -> None:
+    """cli.execute prints one line for an error raised inside (nested) task groups."""
+    from covey.cli import covey_error
+    from covey.errors import CoveyError
+
+    inner = CoveyError("another covey supervise is running")
+    group = BaseExceptionGroup("outer", [ExceptionGroup("inner", [ValueError(), inner])])
+    assert covey_error(group) is inner
+    assert covey_error(BaseExceptionGroup("x", [ValueError()])) is None

@@ -86,3 +86,15 @@ def test_a_holder_on_another_host_lives_by_its_heartbeat() -> None:
 def test_describe_names_pid_host_and_start() -> None:
     held = HolderRow("h1", "supervisor", 4242, "box", 0.0, 1_800_000_000.0, 0.0)
     assert describe(held) == "pid 4242 on box, since 2027-01-15 08:00:00 UTC"
+
+
+def test_a_process_whose_start_time_may_not_be_read_is_not_called_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another user's process: psutil says AccessDenied. Taking its work would be a guess."""
+
+    def denied(pid: int) -> float:
+        raise holders._Unknown("access denied")
+
+    monkeypatch.setattr(holders, "_started", denied)
+    assert alive(row(os.getppid(), 0.0))

@@ -1223,3 +1223,72 @@ async def test_retention_on_a_store_of_100000_jobs(tmp_path: Path) -> None:
             assert one(db, "PRAGMA integrity_check") == ("ok",)
         finally:
             db.close()
+
+
+# -- found in review: writes that must not be lost or misreported ----------------------------
+
+
+async def test_a_deferred_note_survives_a_commit_that_could_not_begin(
+    tmp_path: Path, other_writer: sqlite3.Connection
+) -> None:
+    """A note nobody waits for (a removal, a start) is kept for the next commit when the
+    transaction itself cannot begin (another process's lock), not dropped with a warning."""
+    path = tmp_path / "covey.db"
+    async with Store.open(path, lock_patience=0.3) as store:
+        job = await one_job(store)
+        attempt = await store.begin_attempt(job, "swarm")
+        assert attempt is not None
+        other_writer.execute("BEGIN IMMEDIATE")
+        store.mark_removed(attempt.id)
+        with pytest.raises(StoreError, match="locked"):
+            await store.flush()
+        other_writer.execute("ROLLBACK")
+        await store.flush()
+        row = await store.attempt(attempt.id)
+        assert row is not None and row.removed
+
+
+class Interrupt(BaseException):
+    """What a native task cancellation or a KeyboardInterrupt looks like to the writer."""
+
+
+async def test_a_write_sharing_a_transaction_cut_short_is_not_reported_done(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """A transaction cut short by a BaseException is rolled back: every write in it fails,
+    none of them is reported committed (a native cancel is not stopped by anyio's shield)."""
+    writer = GroupWriter(conn)
+
+    async def interrupted(tx: Tx) -> None:
+        raise Interrupt
+
+    outcome: dict[str, str] = {}
+
+    async def call(name: str, fn: Write) -> None:
+        try:
+            await writer.write(fn)
+            outcome[name] = "reported committed"
+        except Interrupt:
+            outcome[name] = "failed"
+
+    async with anyio.create_task_group() as tg:  # both queued before the leader begins
+        tg.start_soon(call, "lead", interrupted)
+        tg.start_soon(call, "other", insert("other"))
+    assert outcome == {"lead": "failed", "other": "failed"}
+    assert committed(tmp_path) == []
+    assert not conn.in_transaction
+
+
+async def test_retrying_a_finished_foreground_batch_hands_it_to_the_queue(store: Store) -> None:
+    """A `covey batch` that ended (its holder released) and is retried from another shell:
+    nobody would run its jobs if the batch stayed the foreground's."""
+    batch_id, (job_id,), _ = await store.create_batch([SPEC], owner="run", holder=None)
+    job = await store.job(job_id)
+    assert job is not None
+    attempt = await store.begin_attempt(job, "swarm")
+    assert attempt is not None
+    assert await end(store, attempt, JobState.FAILED, code=1)
+    assert await store.retry_jobs([job_id]) == [job_id]
+    batch = await store.batch(batch_id)
+    assert batch is not None and batch.owner == "queue"
+    assert [j.id for j in await store.due_jobs(time.time(), 10, Scope(None))] == [job_id]

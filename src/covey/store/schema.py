@@ -90,7 +90,8 @@ MIGRATIONS: dict[int, str] = {
     );
     """,
     # 2: who holds work (so nothing is owned by a process that no longer exists), logs that
-    # say whether the engine gave all of them, and an index for retention by age.
+    # say whether the engine gave all of them, and an index for retention by age. A v1
+    # foreground batch with unfinished jobs has no holder to hand it over: the queue's now.
     2: """
     CREATE TABLE holders (
         id TEXT PRIMARY KEY,
@@ -105,6 +106,9 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX batches_holder ON batches(holder) WHERE holder IS NOT NULL;
     ALTER TABLE logs ADD COLUMN complete INTEGER NOT NULL DEFAULT 1;
     CREATE INDEX jobs_finished ON jobs(finished) WHERE finished IS NOT NULL;
+    UPDATE batches SET owner='queue' WHERE owner='run' AND EXISTS (SELECT 1 FROM jobs
+        WHERE jobs.batch_id=batches.id AND jobs.state NOT IN
+        ('succeeded','failed','timed_out','rejected','lost','cancelled'));
     """,
 }
 

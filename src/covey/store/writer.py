@@ -134,7 +134,12 @@ class GroupWriter:
         await anyio.lowlevel.checkpoint()
         batch, self._queue = self._queue, []
         try:
-            await self._commit(batch)
+            try:
+                await self._commit(batch)
+            except BaseException as exc:  # cancelled natively mid-transaction: rolled back
+                for pending in batch:
+                    pending.error = pending.error or exc
+                raise
             for pending in batch:
                 if pending.alone is not None and pending.error is None:
                     try:
@@ -168,7 +173,10 @@ class GroupWriter:
                     pending.error = None
             except Exception as exc:  # BEGIN or COMMIT itself failed: all of them did
                 for pending in left:
-                    pending.error = pending.error or exc
+                    if pending.waited:
+                        pending.error = pending.error or exc
+                    else:  # nobody waits to retry it: it rides with the next commit again
+                        self._queue.append(_Pending(pending.fn, waited=False))
                 return
 
     async def _transaction(self, batch: list[_Pending]) -> None:

@@ -298,6 +298,15 @@ async def retry_jobs(tx: Tx, ids: Sequence[str], now: float) -> list[str]:
         if queued:
             await transition(tx, job_id, None, "queued", now, "covey", "retry")
             done.append(job_id)
+    if done:
+        # a batch whose foreground process is gone (it ended, or was killed) is the queue's
+        # now: a supervisor runs the retried jobs (a live holder runs them itself)
+        marks = ",".join("?" * len(done))
+        await tx.run(
+            "UPDATE batches SET owner='queue' WHERE holder IS NULL AND id IN"
+            f" (SELECT batch_id FROM jobs WHERE id IN ({marks}))",
+            done,
+        )
     return done
 
 
