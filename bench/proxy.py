@@ -68,7 +68,7 @@ class Proxy:
         pump: asyncio.Task[None] | None = None
         try:
             while True:
-                head = await _read_head(reader)
+                head = await read_head(reader)
                 if head is None:
                     return
                 method, target = _request_line(head)
@@ -77,10 +77,10 @@ class Proxy:
                     return
                 if up_writer is None:
                     up_reader, up_writer = await asyncio.open_unix_connection(self.upstream)
-                    pump = asyncio.create_task(_pipe(up_reader, writer))
+                    pump = asyncio.create_task(pipe(up_reader, writer))
                 self.counts[request_key(method, target)] += 1
                 up_writer.write(head)
-                await _forward_body(head, reader, up_writer)
+                await forward_body(head, reader, up_writer)
                 await up_writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return
@@ -108,7 +108,9 @@ class Proxy:
         await writer.drain()
 
 
-async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
+async def read_head(reader: asyncio.StreamReader) -> bytes | None:
+    """One request head (up to the blank line); ``None`` when the client closed cleanly.
+    Shared with the soak's event-cutting proxy (soak/proxy.py)."""
     try:
         return await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as exc:
@@ -123,7 +125,7 @@ def _request_line(head: bytes) -> tuple[str, str]:
     return method, target
 
 
-def _header(head: bytes, name: str) -> str | None:
+def header(head: bytes, name: str) -> str | None:
     for line in head.split(b"\r\n")[1:]:
         key, _, value = line.decode("latin-1").partition(":")
         if key.strip().lower() == name:
@@ -131,10 +133,10 @@ def _header(head: bytes, name: str) -> str | None:
     return None
 
 
-async def _forward_body(
+async def forward_body(
     head: bytes, reader: asyncio.StreamReader, out: asyncio.StreamWriter
 ) -> None:
-    length = _header(head, "content-length")
+    length = header(head, "content-length")
     if length is not None:
         remaining = int(length)
         while remaining > 0:
@@ -144,7 +146,7 @@ async def _forward_body(
             out.write(chunk)
             remaining -= len(chunk)
         return
-    if (_header(head, "transfer-encoding") or "").lower() == "chunked":
+    if (header(head, "transfer-encoding") or "").lower() == "chunked":
         while True:
             size_line = await reader.readuntil(b"\r\n")
             out.write(size_line)
@@ -155,12 +157,12 @@ async def _forward_body(
             out.write(await reader.readexactly(size + 2))
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while chunk := await reader.read(65536):
             writer.write(chunk)
             await writer.drain()
-    except ConnectionError:
+    except OSError:  # the other side went away (ConnectionError, or a socket torn down)
         pass
     finally:
         with contextlib.suppress(Exception):

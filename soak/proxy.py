@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench.proxy import forward_body, pipe, read_head
+
 _Pair = tuple[asyncio.StreamWriter, asyncio.StreamWriter]
 
 
@@ -95,16 +97,16 @@ class EventCutter:
         pump: asyncio.Task[None] | None = None
         pair: _Pair | None = None
         try:
-            while (head := await _read_head(reader)) is not None:
+            while (head := await read_head(reader)) is not None:
                 if up_writer is None:
                     up_reader, up_writer = await asyncio.open_unix_connection(str(self.upstream))
-                    pump = asyncio.create_task(_pipe(up_reader, writer))
+                    pump = asyncio.create_task(pipe(up_reader, writer))
                 if _path(head).endswith("/events"):
                     self.events_requests.append(time.monotonic())
                     pair = (writer, up_writer)
                     self._streams.add(pair)
                 up_writer.write(head)
-                await _forward_body(head, reader, up_writer)
+                await forward_body(head, reader, up_writer)
                 await up_writer.drain()
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass  # the engine is down, or a side hung up: the client sees a closed connection
@@ -121,53 +123,6 @@ class EventCutter:
             self._clients.discard(writer)
 
 
-async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
-    try:
-        return await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial.strip():
-            raise
-        return None
-
-
 def _path(head: bytes) -> str:
     parts = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
     return parts[1].split("?", 1)[0] if len(parts) > 1 else ""
-
-
-def _header(head: bytes, name: str) -> str | None:
-    for line in head.split(b"\r\n")[1:]:
-        key, _, value = line.decode("latin-1").partition(":")
-        if key.strip().lower() == name:
-            return value.strip()
-    return None
-
-
-async def _forward_body(
-    head: bytes, reader: asyncio.StreamReader, out: asyncio.StreamWriter
-) -> None:
-    length = _header(head, "content-length")
-    if length is not None:
-        out.write(await reader.readexactly(int(length)))
-        return
-    if (_header(head, "transfer-encoding") or "").lower() == "chunked":
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            out.write(size_line)
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
-            if size == 0:
-                out.write(await reader.readuntil(b"\r\n"))
-                return
-            out.write(await reader.readexactly(size + 2))
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while chunk := await reader.read(65536):
-            writer.write(chunk)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            writer.close()
