@@ -5,7 +5,6 @@ submitter, tracker and reaper never ask which one they drive.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Container, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -49,11 +48,17 @@ CONTAINER_POLL = 0.25  # a follower waiting for its task's container
 
 
 class StartFailed(EngineError):
-    """The container exists but its command could not be started (docker run's 126/127)."""
+    """The container exists but its command could not be started (docker run's 126/127).
 
-    def __init__(self, message: str) -> None:
+    ``engine_id`` is that container: it is left for the reaper, which reads its (empty)
+    logs and removes it like any other attempt's. Removing it here raced the ``die`` event
+    the engine sends for the failed start: a reaper acting on that event found no container
+    to read and reported the output incomplete."""
+
+    def __init__(self, message: str, engine_id: str) -> None:
         super().__init__(message)
         self.exit_code = start_failure_code(message)
+        self.engine_id = engine_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,10 +348,7 @@ class ContainerBackend:
                 or "no such file" in str(exc).lower()
                 or "permission denied" in str(exc)
             ):
-                # the attempt never gets an engine id, so the reaper would not remove it
-                with contextlib.suppress(EngineError):
-                    await self.engine.remove_container(ident)
-                raise StartFailed(str(exc)) from None
+                raise StartFailed(str(exc), ident) from None
             raise
         return ident
 

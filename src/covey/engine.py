@@ -232,6 +232,13 @@ def container_record(raw: Mapping[str, Any]) -> ContainerRecord:
     )
 
 
+NO_ENGINE = (
+    "cannot reach the Docker engine: DOCKER_HOST is not set, no docker context names one, and"
+    " there is no socket at /run/docker.sock, /var/run/docker.sock or ~/.docker/run/docker.sock;"
+    " start an engine or set DOCKER_HOST (scripts/engine.sh up starts a private one)"
+)
+
+
 class Engine:
     """An open connection to one Docker Engine (``DOCKER_HOST`` and TLS variables, as docker)."""
 
@@ -256,6 +263,11 @@ class Engine:
             self._docker = aiodocker.Docker(url=self.docker_host, api_version=API_VERSION)
         except (ValueError, OSError) as exc:
             raise EngineError(f"cannot reach the Docker engine: {exc}") from exc
+        except AssertionError:  # aiodocker's way of saying it found no engine to talk to
+            raise EngineError(NO_ENGINE) from None
+        if not self._docker.docker_host:  # the same, when asserts are off (python -O)
+            await self.close()
+            raise EngineError(NO_ENGINE)
         self._base = f"{self._docker.docker_host}/{API_VERSION}/"
         try:
             await self.ping()

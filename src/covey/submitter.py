@@ -63,6 +63,8 @@ async def _create(ctx: Context, live: Live) -> None:
             on_retry=unavailable,
         )
     except StartFailed as exc:
+        live.engine_id = exc.engine_id  # the reaper reads its logs, then removes it
+        ctx.store.attempt_created(live.attempt.id, exc.engine_id)
         await record_end(
             ctx,
             live,

@@ -171,3 +171,18 @@ async def test_a_transient_500_is_unavailable_without_a_ping(tmp_path: Path) -> 
         with pytest.raises(Unavailable):
             await engine.tasks({})
     assert fake.pings == 1  # only the one at open
+
+
+async def test_no_engine_anywhere_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without DOCKER_HOST, a docker context or a socket at a usual place, aiodocker only
+    asserts: covey says what it looked for instead of a traceback."""
+    import aiodocker.docker
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(aiodocker.docker, "_sock_search_paths", [tmp_path / "docker.sock"])
+    with pytest.raises(EngineError, match="DOCKER_HOST is not set"):
+        await Engine().open()
