@@ -1,5 +1,9 @@
 """Batch files: many jobs in one YAML file, each entry written like a compose service.
 
+Every entry of ``jobs:`` is one stage of a :class:`~covey.pipeline.Pipeline`: one job, the
+instances of a ``for_each``, or a fan-out over another job's output (``for_each: {output_of}``);
+``needs`` and ``inputs`` make stages wait for each other and read each other's stdout.
+
 The YAML is read as a node tree rather than plain data so that every value keeps the line it was
 written on, through aliases, merge keys (``<<``) and ``defaults:`` merging: a user with a
 thousand-line file needs ``FILE:LINE: jobs[2].deploy.resources.reservations.memory: ...``, not
@@ -21,6 +25,17 @@ import yaml.reader
 
 from covey import flags
 from covey.errors import SpecError
+from covey.pipeline import (
+    INPUTS_DIR,
+    RESERVED_ENV,
+    Condition,
+    Need,
+    Pipeline,
+    Problem,
+    Stage,
+    check,
+    instance,
+)
 from covey.spec import JobSpec, Mount, Resources, RetryPolicy, SecretRef, validate_name
 
 MAX_JOBS = 100_000
@@ -29,7 +44,6 @@ MAX_JOBS = 100_000
 _MAX_DEPTH = 64
 _MAX_VALUES = 1_000_000  # aliases can make a small file expand exponentially
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-_RESERVED_ENV = ("COVEY_INDEX", "COVEY_ITEM")
 
 _T = TypeVar("_T")
 
@@ -400,15 +414,15 @@ class _Job:
         env_file = _present(job, "env_file")
         if env_file is not None:
             for key, value, node in self._env_files(env_file):
-                if key in _RESERVED_ENV:
-                    raise _fail(node, f"{key} is set by covey (from for_each)")
+                if key in RESERVED_ENV:
+                    raise _fail(node, _reserved(key))
                 env[key] = value
         environment = _present(job, "environment")
         if environment is not None:
             for key, child in _as_map(environment).items():
                 _check(flags.validate_env_key, child, key)
-                if key in _RESERVED_ENV:
-                    raise _fail(child, f"{key} is set by covey (from for_each)")
+                if key in RESERVED_ENV:
+                    raise _fail(child, _reserved(key))
                 if child.value is not None:
                     env[key] = _scalar_text(child)
                 elif key in self.environ:
@@ -465,6 +479,10 @@ class _Job:
             src,
             False if read_only is None else _as_bool(read_only),
         )
+
+
+def _reserved(key: str) -> str:
+    return f"{key} is set by covey (from {'inputs' if key == 'COVEY_INPUTS' else 'for_each'})"
 
 
 def _duration(node: _Node, *, allow_zero: bool = False) -> float:
@@ -540,22 +558,25 @@ def _retry(node: _Node) -> _Fields:
 
 # -- for_each ------------------------------------------------------------------------------------
 
+_FOR_EACH_KEYS = ("range", "lines", "output_of")
+
 
 def _matrix(node: _Node, base_dir: Path) -> list[str]:
-    """The items a ``for_each`` fans out over, as the strings ``COVEY_ITEM`` will hold."""
+    """The items a static ``for_each`` fans out over, as the strings ``COVEY_ITEM`` will hold."""
     if isinstance(node.value, list):
         items = [_scalar_item(item) for item in cast(list[_Node], node.value)]
     elif isinstance(node.value, dict):
-        mapping = _check_keys(node, ("range", "lines"))
+        mapping = _check_keys(node, _FOR_EACH_KEYS)
         if len(mapping) != 1:
-            raise _fail(node, "give exactly one of range or lines")
+            raise _fail(node, "give exactly one of range, lines or output_of")
         if "range" in mapping:
             items = _range(mapping["range"])
         else:
             items = _lines(mapping["lines"], base_dir)
     else:
         got = _kind(node.value)
-        raise _fail(node, f"expected a list, {{range: [START, END]}} or {{lines: FILE}}, got {got}")
+        forms = "a list, {range: [START, END]}, {lines: FILE} or {output_of: JOB}"
+        raise _fail(node, f"expected {forms}, got {got}")
     if not items:
         raise _fail(node, "the matrix is empty: nothing to run")
     return items
@@ -590,6 +611,95 @@ def _lines(node: _Node, base_dir: Path) -> list[str]:
     return [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
 
 
+# -- pipelines: needs, inputs and for_each: {output_of} ------------------------------------------
+
+_CONDITIONS = ", ".join(c.value for c in Condition)
+
+
+@dataclass(frozen=True, slots=True)
+class _Links:
+    """How one entry hangs in the pipeline, and where each part of it was written, so that
+    :func:`covey.pipeline.check`'s problems get a line: ``at["needs", NAME]`` (or ``"inputs"``)
+    is the node naming NAME, ``source`` the ``for_each.output_of`` node."""
+
+    needs: tuple[Need, ...]
+    at: Mapping[tuple[str, str], _Node]
+    items_from: str | None = None
+    source: _Node | None = None
+
+    @property
+    def inputs(self) -> bool:
+        return any(need.inputs for need in self.needs)
+
+
+def _reference(node: _Node, key: str | None = None) -> str:
+    """The name of another entry: the node's value, or ``key`` for a mapping's key. Names are
+    checked like ``name:``, so ``jobs[N]`` (an unnamed entry) cannot be referenced."""
+    name = _as_text(node, "a job name") if key is None else key
+    return _check(validate_name, node, name)
+
+
+def _condition(node: _Node) -> Condition:
+    if not isinstance(node.value, str):
+        raise _fail(node, f"expected a condition (one of {_CONDITIONS}), got {_kind(node.value)}")
+    try:
+        return Condition(node.value)
+    except ValueError:
+        raise _fail(node, f"'{node.value}' is not a condition (one of {_CONDITIONS})") from None
+
+
+def _links(job: Mapping[str, _Node]) -> _Links:
+    """An entry's ``needs``, ``inputs`` and ``for_each: {output_of}``, each checked on its own;
+    the graph as a whole is checked once every entry is read."""
+    conditions: dict[str, Condition] = {}
+    at: dict[tuple[str, str], _Node] = {}
+    needs = _present(job, "needs")
+    if needs is not None and isinstance(needs.value, dict):
+        for key, child in _as_map(needs).items():
+            conditions[_reference(child, key)] = _condition(child)
+            at["needs", key] = child
+    elif needs is not None:
+        for item in _as_list(needs, "a list of job names or a mapping of job name to condition"):
+            name = _reference(item)
+            if name in conditions:
+                first = at["needs", name].line
+                raise _fail(item, f"'{name}' is listed twice (first at line {first})")
+            conditions[name] = Condition.SUCCEEDED
+            at["needs", name] = item
+    inputs = _present(job, "inputs")
+    for item in [] if inputs is None else _as_list(inputs, "a list of job names"):
+        name = _reference(item)
+        if name not in conditions:
+            why = "a job reads the output of what it waits for"
+            raise _fail(item, f"'{name}' is not in needs ({why})")
+        if ("inputs", name) in at:
+            raise _fail(item, f"'{name}' is listed twice (first at line {at['inputs', name].line})")
+        at["inputs", name] = item
+    links = tuple(Need(k, c, ("inputs", k) in at) for k, c in conditions.items())
+    source = _output_of(job)
+    return _Links(links, at, None if source is None else _reference(source), source)
+
+
+def _output_of(job: Mapping[str, _Node]) -> _Node | None:
+    """The NAME node of ``for_each: {output_of: NAME}`` (None for the other forms)."""
+    for_each = _present(job, "for_each")
+    if for_each is None or not isinstance(for_each.value, dict):
+        return None
+    if "output_of" not in for_each.value:
+        return None
+    if len(_check_keys(for_each, _FOR_EACH_KEYS)) != 1:
+        raise _fail(for_each, "give exactly one of range, lines or output_of")
+    return _as_map(for_each)["output_of"]
+
+
+def _instance_of(name: str) -> str | None:
+    """The stage whose fan-out would name a job ``name`` (``count`` for ``count-3``)."""
+    stage, sep, index = name.rpartition("-")
+    if sep and index.isascii() and index.isdigit() and str(int(index)) == index:
+        return stage
+    return None
+
+
 # -- the whole file ------------------------------------------------------------------------------
 
 _JOB_HINTS = {
@@ -597,7 +707,7 @@ _JOB_HINTS = {
     "container_name": "use 'name'",
     "ports": "jobs publish no ports",
     "expose": "jobs publish no ports",
-    "depends_on": "jobs are independent",
+    "depends_on": "use 'needs'",
     "build": "build and push the image first",
     "healthcheck": "jobs run to completion",
     "mem_limit": "use deploy.resources.limits.memory",
@@ -624,19 +734,25 @@ _JOB_KEYS = tuple(
         "pending_timeout",
         "retry",
         "for_each",
+        "needs",
+        "inputs",
     ]
 )
-_PER_JOB = ("name", "for_each")
+_PER_JOB = ("name", "for_each", "needs", "inputs")
 
 
 class _Batch:
     def __init__(self, path: Path, environ: Mapping[str, str]) -> None:
         self.base_dir = path.parent
         self.job = _Job(path.parent, environ)
-        self.names: dict[str, _Node] = {}
-        self.specs: list[JobSpec] = []
+        self.names: dict[str, _Node] = {}  # job and stage names, each at its entry's name node
+        self.fan_outs: dict[str, _Node] = {}  # stages over output_of, whose jobs are NAME-i
+        self.stages: list[Stage] = []
+        self.links: list[_Links] = []
+        self.entries: list[_Node] = []
+        self.jobs = 0  # known up front (a fan-out over output_of counts when it happens)
 
-    def load(self, text: str) -> list[JobSpec]:
+    def load(self, text: str) -> Pipeline:
         root = _Reader().read(text)
         if root is None:
             raise _Fail(1, "the file is empty (expected 'jobs:' with a list of jobs)")
@@ -665,46 +781,115 @@ class _Batch:
             if defaults is not None:
                 merged = _merge(defaults, merged)
             self._add(entry, _as_map(merged))
-        return self.specs
+        problems = check(self.stages)
+        if problems:
+            raise self._locate(problems[0])
+        return Pipeline(self.stages)
 
     def _add(self, entry: _Node, job: dict[str, _Node]) -> None:
+        """One entry as one stage: a job, its ``for_each`` instances, or a fan-out template."""
         if _present(job, "image") is None:
             raise _fail(entry, "missing required key 'image' (set it here or in defaults)")
+        links = _links(job)
         spec = JobSpec(**self.job.fields(job))
+        if links.inputs:
+            spec = spec.with_changes(env=(*spec.env, ("COVEY_INPUTS", INPUTS_DIR)))
         name_node = _present(job, "name")
-        name = None if name_node is None else _check(validate_name, name_node, _as_text(name_node))
+        name = None
+        if name_node is not None:
+            name = _check(validate_name, name_node, _as_text(name_node))
+            self._claim(name, name_node)
         for_each = _present(job, "for_each")
-        if for_each is None:
-            self._append(spec.with_changes(name=name), name_node, entry)
-            return
+        if for_each is not None and links.source is not None:
+            specs: tuple[JobSpec, ...] = (self._template(spec, name, name_node, for_each),)
+        elif for_each is not None:
+            specs = self._instances(spec, name, name_node, for_each, entry)
+        else:
+            specs = (self._job(spec.with_changes(name=name), name_node, entry),)
+        stage = name or f"jobs[{len(self.stages)}]"
+        self.stages.append(Stage(stage, specs, links.needs, links.items_from))
+        self.links.append(links)
+        self.entries.append(entry)
+
+    def _instances(
+        self,
+        spec: JobSpec,
+        name: str | None,
+        name_node: _Node | None,
+        for_each: _Node,
+        entry: _Node,
+    ) -> tuple[JobSpec, ...]:
         items = _matrix(for_each, self.base_dir)
-        if len(self.specs) + len(items) > MAX_JOBS:
+        if self.jobs + len(items) > MAX_JOBS:
             raise _fail(for_each, f"the batch would have more than {MAX_JOBS} jobs")
         if name_node is not None and name is not None:
             longest = f"{name}-{len(items) - 1}"
             _check(validate_name, name_node, longest, what=f"{name_node.path} (with index)")
-        for index, item in enumerate(items):
-            env = (*spec.env, ("COVEY_INDEX", str(index)), ("COVEY_ITEM", item))
-            job_name = None if name is None else f"{name}-{index}"
-            changes = {"name": job_name, "env": env, "index": index, "item": item}
-            self._append(spec.with_changes(**changes), name_node, entry)
+        return tuple(
+            self._job(instance(spec, name, index, item), name_node, entry)
+            for index, item in enumerate(items)
+        )
 
-    def _append(self, spec: JobSpec, name_node: _Node | None, entry: _Node) -> None:
+    def _template(
+        self, spec: JobSpec, name: str | None, name_node: _Node | None, for_each: _Node
+    ) -> JobSpec:
+        """The one spec of a fan-out over another job's output; its jobs are made at run time."""
+        if name is None or name_node is None:
+            why = "its jobs are named NAME-0, NAME-1, ..."
+            raise _fail(for_each, f"output_of needs the job to have a name ({why})")
+        longest = f"{name}-{MAX_JOBS - 1}"
+        _check(validate_name, name_node, longest, what=f"{name_node.path} (with index)")
+        for other, node in self.names.items():
+            if _instance_of(other) == name:
+                where = f"at line {node.line}, {node.path}"
+                raise _fail(
+                    name_node,
+                    f"its jobs are named {name}-0, {name}-1, ..., but '{other}' is taken ({where})",
+                )
+        self.fan_outs[name] = name_node
+        return spec.with_changes(name=name)
+
+    def _job(self, spec: JobSpec, name_node: _Node | None, entry: _Node) -> JobSpec:
         if spec.name is not None and name_node is not None:
-            first = self.names.setdefault(spec.name, name_node)
-            if first is not name_node:
-                where = f"also at line {first.line}, {first.path}"
-                raise _fail(name_node, f"duplicate job name '{spec.name}' ({where})")
-        if len(self.specs) >= MAX_JOBS:
+            self._claim(spec.name, name_node)
+        if self.jobs >= MAX_JOBS:
             raise _fail(entry, f"the batch would have more than {MAX_JOBS} jobs")
-        self.specs.append(spec)
+        self.jobs += 1
+        return spec
+
+    def _claim(self, name: str, node: _Node) -> None:
+        """Take a job or stage name, unless another entry has it or will make it at run time."""
+        first = self.names.setdefault(name, node)
+        if first is not node:
+            where = f"also at line {first.line}, {first.path}"
+            raise _fail(node, f"duplicate job name '{name}' ({where})")
+        stage = _instance_of(name)
+        fan_out = None if stage is None else self.fan_outs.get(stage)
+        if fan_out is not None:
+            where = f"the fan-out at line {fan_out.line}, {fan_out.path}, names its jobs"
+            raise _fail(node, f"duplicate job name '{name}' ({where} {stage}-0, {stage}-1, ...)")
+
+    def _locate(self, problem: Problem) -> _Fail:
+        """A problem :func:`covey.pipeline.check` found, at the need or output_of it is about."""
+        links = self.links[problem.stage]
+        if problem.key == "for_each" and links.source is not None:
+            return _fail(links.source, problem.message.removeprefix("output_of: "))
+        need = problem.need or ""
+        node = links.at.get((problem.key, need)) or links.at.get(("needs", need))
+        if node is None:  # check() names the need for these keys; this is a fallback only
+            entry = self.entries[problem.stage]
+            return _fail(entry, f"{problem.key}: {problem.message}")
+        return _fail(node, problem.message, at_key=True)
 
 
-def load_batch(path: Path | str, *, environ: Mapping[str, str] | None = None) -> list[JobSpec]:
-    """Every job the batch file at ``path`` describes, ``for_each`` expanded, in file order.
+def load_batch(path: Path | str, *, environ: Mapping[str, str] | None = None) -> Pipeline:
+    """The pipeline the batch file at ``path`` describes: one stage per entry of ``jobs:``
+    (named by its ``name``, or ``jobs[N]``), static ``for_each`` expanded, in file order.
 
-    ``environ`` (default: the process environment) supplies values for bare ``KEY`` entries.
-    Any problem raises one :class:`SpecError` reading ``FILE:LINE: field.path: problem``.
+    ``pipeline.static_specs()`` are the jobs known up front; a stage over another job's output
+    holds its one template instead. ``environ`` (default: the process environment) supplies
+    values for bare ``KEY`` entries. Any problem, in one entry or in the graph of ``needs``,
+    raises one :class:`SpecError` reading ``FILE:LINE: field.path: problem``.
     """
     path = Path(path)
     try:

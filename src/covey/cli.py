@@ -22,7 +22,7 @@ import anyio
 import typer
 
 from covey import commands, foreground
-from covey.client import Client
+from covey.client import Client, Jobs
 from covey.context import Options
 from covey.errors import CoveyError, SpecError
 from covey.flags import (
@@ -329,7 +329,7 @@ def submit(**kw: Any) -> None:
                 raise SpecError("give either --file or IMAGE, not both")
             from covey.batchfile import load_batch
 
-            specs = load_batch(file)
+            specs: Jobs = load_batch(file)
         elif kw["image"]:
             specs = [spec_from_flags(kw, file_hint="covey submit -f {}")]
         else:

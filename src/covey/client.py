@@ -16,6 +16,7 @@ from typing import Literal
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from covey import supervisor
 from covey.backend import Backend, ContainerBackend, SwarmBackend
@@ -24,6 +25,7 @@ from covey.engine import Engine
 from covey.errors import EngineError, SpecError, StoreError
 from covey.flags import image_problem
 from covey.holders import HEARTBEAT
+from covey.pipeline import Pipeline, validate
 from covey.results import JobResult, result_from
 from covey.retrying import retry
 from covey.spec import JobSpec
@@ -34,6 +36,7 @@ UNHOLD_PATIENCE = 10.0  # a locked store must not keep an exiting process: the s
 # finds a holder that is gone anyway
 Mode = Literal["auto", "swarm", "container"]
 SETTLE_GRACE = 10.0
+BATCH_LOOK = 1.0  # a batch waited for asks the store this often when no news came
 
 
 async def pick_backend(engine: Engine, store_id: str, mode: Mode) -> Backend:
@@ -49,8 +52,19 @@ async def pick_backend(engine: Engine, store_id: str, mode: Mode) -> Backend:
     return ContainerBackend(engine, store_id)
 
 
-def _check_images(specs: Sequence[JobSpec]) -> None:
-    """The docker reference grammar, before anything is stored (as the CLI checks it)."""
+Jobs = Sequence[JobSpec] | Pipeline
+"""What a batch is made of: independent jobs, or a :class:`~covey.pipeline.Pipeline`."""
+
+
+def _check(jobs: Jobs) -> None:
+    """The docker reference grammar and the pipeline's graph, before anything is stored."""
+    if isinstance(jobs, Pipeline):
+        validate(jobs)
+        specs = [spec for stage in jobs.stages for spec in stage.specs]
+    else:
+        specs = list(jobs)
+    if not specs:
+        raise SpecError("no jobs to run")
     for n, spec in enumerate(specs):
         problem = image_problem(spec.image)
         if problem is not None:
@@ -152,6 +166,16 @@ class Client:
             await self._stack.aclose()
 
     @property
+    def has_started(self) -> bool:
+        """Whether this client runs an orchestrator yet (its first batch was started)."""
+        return self._ctx is not None
+
+    @property
+    def batches(self) -> list[str]:
+        """The batches this client has started, in order."""
+        return list(self._batches)
+
+    @property
     def context(self) -> Context:
         if self._ctx is None:
             raise RuntimeError("the client has not started any job")
@@ -193,15 +217,14 @@ class Client:
 
     async def start(
         self,
-        specs: Sequence[JobSpec],
+        specs: Jobs,
         *,
         name: str | None = None,
         service_names: Sequence[str | None] | None = None,
     ) -> tuple[str, list[str]]:
-        """Queue a batch for this client's orchestrator and return at once."""
-        if not specs:
-            raise SpecError("no jobs to run")
-        _check_images(specs)
+        """Queue a batch for this client's orchestrator and return at once: its id and the
+        ids of the jobs known now (a fan-out over another job's output adds more later)."""
+        _check(specs)
         ctx = await self._start()
         batch_id, job_ids, _ = await ctx.store.create_batch(
             specs, name=name, owner="run", holder=self._holder, service_names=service_names
@@ -260,16 +283,75 @@ class Client:
             send.close()
             receive.close()
 
+    async def run_batch(self, jobs: Jobs, *, name: str | None = None) -> AsyncIterator[JobResult]:
+        """Run a batch (a :class:`~covey.pipeline.Pipeline` or independent jobs) here, and
+        yield each job's result as it ends for good: skipped ones too, and the instances of
+        a fan-out decided at run time. Ends when every job of the batch has ended."""
+        send, receive = anyio.create_memory_object_stream[tuple[str, JobSnapshot | None]](math.inf)
+        self._listeners.append(send.send_nowait)
+        try:
+            batch_id, job_ids = await self.start(jobs, name=name)
+            async for result in self._batch_results(batch_id, job_ids, receive):
+                yield result
+        finally:
+            self._listeners.remove(send.send_nowait)
+            send.close()
+            receive.close()
+
+    async def _batch_results(
+        self,
+        batch_id: str,
+        job_ids: Sequence[str],
+        receive: MemoryObjectReceiveStream[tuple[str, JobSnapshot | None]],
+    ) -> AsyncIterator[JobResult]:
+        """Results of one batch as its jobs settle. News comes from the orchestrator (ends,
+        skips, fan-outs); what it cannot tell (a cancel from another shell) comes from the
+        store, which is also asked before the batch is called finished."""
+        ctx = self.context
+        store = ctx.store
+        pending = set(job_ids)
+        yielded: set[str] = set()
+        while True:
+            if not pending:
+                open_ids, unresolved = await store.batch_open(batch_id)
+                settling = {v.job.id for v in ctx.live.values() if v.job.batch_id == batch_id}
+                pending = {j for j in [*open_ids, *settling] if j not in yielded}
+                if not pending and not unresolved:
+                    for job_id in await store.batch_job_ids(batch_id):
+                        if job_id not in yielded:  # ended without news reaching us
+                            found = await store.job_with_logs(job_id)
+                            if found is not None:
+                                yielded.add(job_id)
+                                yield result_from(found.job, found.logs)
+                    return
+            with anyio.move_on_after(BATCH_LOOK):
+                job_id, snapshot = await receive.receive()
+                if job_id in yielded or ctx.live_for_job(job_id) is not None:
+                    continue
+                if snapshot is None or snapshot.job.batch_id != batch_id:
+                    snapshot = await store.job_with_logs(job_id)
+                if snapshot is None or snapshot.job.batch_id != batch_id:
+                    continue
+                if not snapshot.job.state.terminal:
+                    pending.add(job_id)  # a new instance of a fan-out
+                    continue
+                pending.discard(job_id)
+                yielded.add(job_id)
+                yield result_from(snapshot.job, snapshot.logs)
+                continue
+            pending.clear()  # nothing heard for a while: ask the store
+
     async def submit(
         self,
-        specs: Sequence[JobSpec],
+        specs: Jobs,
         *,
         idempotency_key: str | None = None,
         name: str | None = None,
     ) -> tuple[str, list[str]]:
-        """Queue jobs for ``covey supervise``; returns (batch id, job ids) at once."""
+        """Queue jobs (or a pipeline) for ``covey supervise``; returns (batch id, the ids of
+        the jobs known now) at once."""
         assert self.store is not None
-        _check_images(specs)
+        _check(specs)
         batch_id, job_ids, _ = await self.store.create_batch(
             specs, name=name, idempotency_key=idempotency_key
         )

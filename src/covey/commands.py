@@ -10,7 +10,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -21,13 +21,12 @@ from rich.table import Table
 
 from covey import holders as holding
 from covey.backend import Backend
-from covey.client import pick_backend
+from covey.client import Jobs, pick_backend
 from covey.engine import Engine, NotFound
 from covey.errors import EngineError, StoreError
 from covey.reaper import prune as prune_objects
 from covey.reaper import remove_with_retry, save_logs
 from covey.results import result_of
-from covey.spec import JobSpec
 from covey.states import JobState, Observation, Outcome
 from covey.store import (
     DEFAULT_LOG_CAP,
@@ -36,6 +35,7 @@ from covey.store import (
     HolderRow,
     JobRow,
     LogRecord,
+    StageRow,
     Store,
     attempt_id,
 )
@@ -52,7 +52,7 @@ def _when(ts: float | None) -> str:
 
 
 async def submit(
-    db: Path | None, specs: Sequence[JobSpec], *, key: str | None, as_json: bool, name: str | None
+    db: Path | None, specs: Jobs, *, key: str | None, as_json: bool, name: str | None
 ) -> int:
     async with Store.open(db) as store:
         batch_id, job_ids, existed = await store.create_batch(specs, name=name, idempotency_key=key)
@@ -140,7 +140,41 @@ def _job_json(j: JobRow) -> dict[str, object]:
         "created": j.created,
         "started": j.started,
         "finished": j.finished,
+        "stage": j.stage,
     }
+
+
+def _stage_json(stage: StageRow, counts: Mapping[str, int]) -> dict[str, object]:
+    return {
+        "name": stage.name,
+        "size": stage.size,
+        "states": dict(counts),
+        "needs": [{"stage": n, "condition": c, "inputs": i} for n, c, i in stage.needs],
+        "items_from": stage.items_from,
+        "skipped": stage.skipped,
+    }
+
+
+def _stage_table(stages: Sequence[StageRow], per_stage: Mapping[str, Mapping[str, int]]) -> Table:
+    """The stages of a pipeline: their jobs by state, and what each waits for."""
+    table = Table("STAGE", "JOBS", "STATES", "WAITS FOR", box=None, title_justify="left")
+    for stage in stages:
+        counts = per_stage.get(stage.name, {})
+        states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        waits = [
+            f"{need} ({condition}{', inputs' if inputs else ''})"
+            for need, condition, inputs in stage.needs
+        ]
+        if stage.items_from is not None:
+            if stage.skipped:
+                states = f"none: skipped ({stage.skipped})"
+            elif stage.size is None:
+                states = f"one per line {stage.items_from} prints (not known yet)"
+            elif stage.size == 0:
+                states = f"none: {stage.items_from} printed no items"
+        size = "?" if stage.size is None else str(stage.size)
+        table.add_row(stage.name, size, states, "; ".join(waits) or "-")
+    return table
 
 
 async def show(db: Path | None, ref: str, as_json: bool) -> int:
@@ -152,6 +186,8 @@ async def show(db: Path | None, ref: str, as_json: bool) -> int:
             )
             assert batch is not None
             counts = await store.counts(batch.id)
+            stages = await store.stages(batch.id)
+            per_stage = await store.stage_counts(batch.id)
             if as_json:
                 print(
                     json.dumps(
@@ -161,6 +197,7 @@ async def show(db: Path | None, ref: str, as_json: bool) -> int:
                             "total": batch.total,
                             "created": batch.created,
                             "states": counts,
+                            "stages": [_stage_json(s, per_stage.get(s.name, {})) for s in stages],
                             "jobs": ids,
                         }
                     )
@@ -172,6 +209,8 @@ async def show(db: Path | None, ref: str, as_json: bool) -> int:
                 )
                 for state, n in sorted(counts.items()):
                     out.print(f"  {state:<10} {n}")
+                if stages:
+                    out.print(_stage_table(stages, per_stage))
             return 0
         job = await store.job(ids[0])
         assert job is not None

@@ -23,6 +23,7 @@ from covey.retrying import GIVE_UP_AFTER
 from covey.spec import JobSpec
 from covey.states import Observation, Phase
 from covey.store import DEFAULT_LOG_CAP, AttemptRow, JobRow, JobSnapshot, Scope, Store
+from covey.store.gate import GateResult
 
 log = logging.getLogger("covey")
 
@@ -215,6 +216,18 @@ class Context:
         send, receive = anyio.create_memory_object_stream[Live](max_buffer_size=100_000)
         self.to_reaper: MemoryObjectSendStream[Live] = send
         self.reaper_inbox: MemoryObjectReceiveStream[Live] = receive
+        store.on_gate = self._gated
+
+    def _gated(self, result: GateResult) -> None:
+        """The pipeline gate released, skipped or fanned out jobs in one of our commits:
+        released ones are admitted now (not at the next look at the queue); skipped and
+        new ones are news for a foreground run waiting for its batch."""
+        if result.queued or result.added:
+            self.new_work = True
+            self.work.set()
+        if self.on_settled is not None:
+            for job_id in (*result.skipped, *result.added):
+                self.on_settled(job_id, None)
 
     def release(self, job_id: str) -> None:
         """Give a job's booking back to the governor and wake the submitter if it had one."""

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -20,9 +21,10 @@ from rich.console import Console
 
 from covey import tracker
 from covey.capture import STDERR, STDOUT, Passthrough
-from covey.client import Client
+from covey.client import Client, Jobs
 from covey.context import Context, Live, log
 from covey.errors import CoveyError, EngineError
+from covey.pipeline import Pipeline
 from covey.report import BatchProgress, summary
 from covey.results import JobResult
 from covey.spec import JobSpec
@@ -152,12 +154,19 @@ async def _rest_from_store(ctx: Context, attempt_id: str, hold: Passthrough) -> 
 
 
 async def _on_signal(
-    client: Client, job_ids: Sequence[str], got: list[int], scope: anyio.CancelScope
+    client: Client, job_ids: Sequence[str] | None, got: list[int], scope: anyio.CancelScope
 ) -> None:
+    """SIGINT/SIGTERM: cancel ``job_ids`` (``None``: every job of the client's batches, a
+    pipeline's waiting stages too), wait up to 30 s for their attempts to be removed."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             got.append(SIGNAL_EXIT.get(signal.Signals(signum), 130))
+            if not client.has_started:
+                scope.cancel()
+                return
             ctx = client.context
+            if job_ids is None:
+                job_ids = [j for b in client.batches for j in await ctx.store.batch_job_ids(b)]
             await ctx.store.request_cancel(job_ids)
             for job_id in job_ids:
                 live = ctx.live_for_job(job_id)
@@ -242,48 +251,56 @@ async def detach(client: Client, spec: JobSpec, *, service_name: str | None) -> 
 
 
 async def run_batch(
-    client: Client, specs: Sequence[JobSpec], *, name: str | None, as_json: bool, progress: bool
+    client: Client, jobs: Jobs, *, name: str | None, as_json: bool, progress: bool
 ) -> int:
-    """``covey batch``: every job to its end, a progress bar, then a summary or JSON."""
+    """``covey batch``: every job to its end (a pipeline's stages in turn, skipped ones
+    included), a progress bar, then a summary or JSON."""
     err = Console(stderr=True)
     started = time.monotonic()
-    batch_id, job_ids = await client.start(specs, name=name)
     results: list[JobResult] = []
     got: list[int] = []
-    ctx = client.context
-    with BatchProgress(len(job_ids), err, enabled=progress and not as_json) as bar:
+    known = len(jobs.static_specs()) if isinstance(jobs, Pipeline) else len(jobs)
+    batch: list[str] = []
+    with BatchProgress(known, err, enabled=progress and not as_json) as bar:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_on_signal, client, job_ids, got, tg.cancel_scope)
 
-            async def one(job_id: str) -> None:
-                result = await client.wait(job_id)
-                results.append(result)
-                bar.finished(result)
+            async def collect() -> None:
+                async for result in client.run_batch(jobs, name=name):
+                    if not batch:
+                        batch.append(result.batch)
+                    results.append(result)
+                    bar.finished(result)
+                tg.cancel_scope.cancel()
 
             async def refresh() -> None:
+                while not client.has_started:
+                    await anyio.sleep(0.02)
+                ctx = client.context
                 while True:
                     lives = list(ctx.live.values())
                     running = sum(1 for live in lives if live.phase.value == "running")
-                    bar.update(len(results), running, len(job_ids) - len(results) - running)
+                    total = await _batch_total(ctx, batch, known)
+                    bar.update(len(results), running, total - len(results) - running, total)
                     await anyio.sleep(0.2)
 
+            # a signal cancels every job of the batch, a pipeline's waiting ones included
+            tg.start_soon(_on_signal, client, None, got, tg.cancel_scope)
             tg.start_soon(refresh)
-            async with anyio.create_task_group() as inner:
-                for job_id in job_ids:
-                    inner.start_soon(one, job_id)
-            tg.cancel_scope.cancel()
+            tg.start_soon(collect)
     if got:
         return got[0]
     wall = time.monotonic() - started
-    order = {j: i for i, j in enumerate(job_ids)}
-    results.sort(key=lambda r: order[r.id])
+    results.sort(key=lambda r: r.created)
     ok = all(r.ok for r in results)
     if as_json:
+        counts = Counter(r.state for r in results)
+        skipped = counts[JobState.SKIPPED]
         doc = {
-            "batch": batch_id,
+            "batch": results[0].batch if results else None,
             "total": len(results),
-            "succeeded": sum(r.ok for r in results),
-            "failed": sum(not r.ok for r in results),
+            "succeeded": counts[JobState.SUCCEEDED],
+            "failed": len(results) - counts[JobState.SUCCEEDED] - skipped,
+            "skipped": skipped,
             "wall_seconds": round(wall, 3),
             "jobs": [r.to_json() for r in results],
         }
@@ -291,6 +308,13 @@ async def run_batch(
     else:
         summary(results, wall, err)
     return 0 if ok else 1
+
+
+async def _batch_total(ctx: Context, batch: list[str], known: int) -> int:
+    if not batch:
+        return known
+    row = await ctx.store.batch(batch[0])
+    return row.total if row is not None else known
 
 
 async def _refresh_counts(ctx: Context, collector: SupervisorCollector) -> None:

@@ -21,6 +21,9 @@ from covey.states import FINAL_STATE, TERMINAL, JobState, Outcome
 DUE = frozenset({JobState.QUEUED, JobState.RETRYING})
 """Waiting for the submitter: no attempt in flight."""
 
+IDLE = DUE | {JobState.WAITING}
+"""Not ended and no attempt in flight: a cancel ends these at once."""
+
 IN_FLIGHT = frozenset({JobState.PENDING, JobState.RUNNING})
 """An attempt exists on (or is being created on) the engine."""
 

@@ -42,9 +42,13 @@ class BatchProgress:
         if self.enabled:
             self._progress.stop()
 
-    def update(self, done: int, running: int, pending: int) -> None:
+    def update(self, done: int, running: int, pending: int, total: int | None = None) -> None:
+        """``total``: the batch's size now (a fan-out decided at run time adds to it)."""
         if not self.enabled:
             return
+        if total is not None and total != self.total:
+            self.total = total
+            self._progress.update(self._task, total=total)
         elapsed = max(time.monotonic() - self.started, 1e-6)
         parts = [f"{running} running", f"{pending} waiting"]
         parts += [f"{n} {state}" for state, n in sorted(self.counts.items())]

@@ -33,6 +33,7 @@ class JobResult:
     # false when ``stdout``/``stderr`` are not all the job wrote: cut by the cap, or the
     # engine could not give all of it; a result never looks whole when it is not
     logs_complete: bool = True
+    stage: str | None = None  # its stage, in a pipeline
 
     @property
     def ok(self) -> bool:
@@ -84,4 +85,5 @@ def result_from(job: JobRow, records: Mapping[str, LogRecord]) -> JobResult:
         stderr=stderr,
         logs_truncated=truncated,
         logs_complete=read_whole and not truncated,
+        stage=job.stage,
     )

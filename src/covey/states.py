@@ -17,6 +17,7 @@ from covey.records import ContainerRecord, NodeRecord, TaskRecord
 class JobState(StrEnum):
     """A job's state as the store records it."""
 
+    WAITING = "waiting"  # for the jobs it needs (a pipeline's later stage)
     QUEUED = "queued"  # waiting for the governor
     PENDING = "pending"  # attempt created, not running yet
     RUNNING = "running"
@@ -27,6 +28,7 @@ class JobState(StrEnum):
     REJECTED = "rejected"  # the engine refused it (no such image, never schedulable)
     LOST = "lost"  # the engine lost it (node down, drained, orphaned) and no retry is left
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # what it needed can no longer happen (a need failed); never success
 
     @property
     def terminal(self) -> bool:
@@ -41,6 +43,7 @@ TERMINAL = frozenset(
         JobState.REJECTED,
         JobState.LOST,
         JobState.CANCELLED,
+        JobState.SKIPPED,
     }
 )
 

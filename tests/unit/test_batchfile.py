@@ -10,6 +10,7 @@ import pytest
 from covey import batchfile
 from covey.batchfile import load_batch
 from covey.errors import SpecError
+from covey.pipeline import INPUTS_DIR, Condition, Need, Pipeline
 from covey.spec import JobSpec, Mount, Resources, RetryPolicy, SecretRef
 
 ENVIRON = {"HOME": "/home/me", "TOKEN": "s3cret"}
@@ -33,8 +34,12 @@ def write(directory: Path, text: str, name: str = "batch.yml") -> Path:
     return path
 
 
-def load(directory: Path, text: str) -> list[JobSpec]:
+def pipeline(directory: Path, text: str) -> Pipeline:
     return load_batch(write(directory, text), environ=ENVIRON)
+
+
+def load(directory: Path, text: str) -> list[JobSpec]:
+    return pipeline(directory, text).static_specs()
 
 
 def error(directory: Path, text: str) -> str:
@@ -330,7 +335,7 @@ def test_path_may_be_a_string_and_environ_defaults_to_os(
 ) -> None:
     monkeypatch.setenv("COVEY_TEST_VALUE", "from-os")
     path = write(tmp_path, "jobs: [{image: x, environment: [COVEY_TEST_VALUE]}]")
-    (spec,) = load_batch(str(path))
+    (spec,) = load_batch(str(path)).static_specs()
     assert spec.env == (("COVEY_TEST_VALUE", "from-os"),)
 
 
@@ -663,3 +668,516 @@ def test_the_batch_size_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         "jobs:\n  - {image: a, for_each: [1, 2, 3]}\n  - {image: a, for_each: [1, 2, 3]}\n",
     )
     assert message.startswith("3: jobs[1].for_each: the batch would have more than 5 jobs")
+
+
+# -- pipelines: needs, inputs, for_each: {output_of} ---------------------------------------------
+
+WORD_COUNT = """\
+jobs:
+  - name: split
+    image: busybox
+    volumes: ["/srv/shared:/data"]
+    command: ["sh", "-c", "cd /data && split -l 100 book.txt part. && ls part.*"]
+  - name: count
+    image: busybox
+    needs: [split]
+    for_each: {output_of: split}
+    volumes: ["/srv/shared:/data:ro"]
+    command: ["sh", "-c", "wc -w < /data/$COVEY_ITEM"]
+  - name: total
+    image: busybox
+    needs: [count]
+    inputs: [count]
+    command: ["sh", "-c", "cat /covey/inputs/count/* | awk '{s+=$1} END {print s}'"]
+  - name: alert
+    image: busybox
+    needs: {count: failed}
+    command: ["sh", "-c", "echo some parts failed"]
+"""
+
+
+def test_the_word_count_example_is_four_stages(tmp_path: Path) -> None:
+    result = pipeline(tmp_path, WORD_COUNT)
+    split, count, total, alert = result.stages
+    assert [s.name for s in result.stages] == ["split", "count", "total", "alert"]
+    assert (split.needs, split.items_from, split.size) == ((), None, 1)
+    assert split.specs[0].name == "split"
+    assert split.specs[0].mounts == (Mount("bind", "/data", "/srv/shared"),)
+    assert count.needs == (Need("split", Condition.SUCCEEDED, inputs=False),)
+    assert (count.items_from, count.dynamic, count.size) == ("split", True, None)
+    (template,) = count.specs
+    assert template.name == "count"
+    assert template.command == ("sh", "-c", "wc -w < /data/$COVEY_ITEM")
+    assert template.mounts == (Mount("bind", "/data", "/srv/shared", True),)
+    assert (template.env, template.index, template.item) == ((), None, None)
+    assert total.needs == (Need("count", Condition.SUCCEEDED, inputs=True),)
+    assert total.specs[0].env == (("COVEY_INPUTS", INPUTS_DIR),)
+    assert total.specs[0].env_dict["COVEY_INPUTS"] == "/covey/inputs"
+    assert alert.needs == (Need("count", Condition.FAILED),)
+    assert alert.specs[0].env == ()
+    assert [s.name for s in result.static_specs()] == ["split", "total", "alert"]
+    assert result.has_needs
+
+
+def test_a_batch_without_needs_is_one_stage_per_entry(tmp_path: Path) -> None:
+    result = pipeline(
+        tmp_path,
+        """\
+        jobs:
+          - {name: first, image: a}
+          - {image: b}
+          - {name: fan, image: a, for_each: [x, y]}
+          - {image: c, for_each: [x], needs: [], inputs: []}
+          - {image: d, needs: null, inputs: null}
+        """,
+    )
+    assert [s.name for s in result.stages] == ["first", "jobs[1]", "fan", "jobs[3]", "jobs[4]"]
+    assert [s.size for s in result.stages] == [1, 1, 2, 1, 1]
+    assert [s.name for s in result.stages[2].specs] == ["fan-0", "fan-1"]
+    assert [s.name for s in result.stages[3].specs] == [None]
+    assert not result.has_needs
+    assert all(s.items_from is None for s in result.stages)
+
+
+def test_needs_as_a_list_and_as_a_mapping(tmp_path: Path) -> None:
+    result = pipeline(
+        tmp_path,
+        """\
+        jobs:
+          - {name: a, image: x}
+          - {name: b, image: x}
+          - {name: listed, image: x, needs: [a, b]}
+          - name: mapped
+            image: x
+            needs:
+              a: completed
+              b: failed
+            inputs: [b]
+        """,
+    )
+    listed, mapped = result.stages[2:]
+    assert listed.needs == (Need("a"), Need("b"))
+    assert mapped.needs == (Need("a", Condition.COMPLETED), Need("b", Condition.FAILED, True))
+
+
+@pytest.mark.parametrize("condition", list(Condition))
+def test_each_condition(tmp_path: Path, condition: Condition) -> None:
+    result = pipeline(
+        tmp_path,
+        f"""\
+        jobs:
+          - {{name: a, image: x, for_each: [1, 2]}}
+          - {{name: b, image: x, for_each: [3, 4], needs: {{a: {condition.value}}}}}
+        """,
+    )
+    assert result.stages[1].needs == (Need("a", condition),)
+
+
+def test_a_need_may_name_a_later_entry_and_numbers_are_names(tmp_path: Path) -> None:
+    result = pipeline(
+        tmp_path,
+        """\
+        jobs:
+          - {name: report, image: x, needs: [1]}
+          - {name: 1, image: x}
+        """,
+    )
+    assert result.stages[0].needs == (Need("1"),)
+    assert result.stages[1].name == "1"
+
+
+def test_inputs_set_covey_inputs_on_every_instance(tmp_path: Path) -> None:
+    result = pipeline(
+        tmp_path,
+        """\
+        jobs:
+          - {name: a, image: x}
+          - name: b
+            image: x
+            environment: {MODE: fast}
+            needs: [a]
+            inputs: [a]
+            for_each: [p, q]
+        """,
+    )
+    first, second = result.stages[1].specs
+    assert first.env == (
+        ("MODE", "fast"),
+        ("COVEY_INPUTS", "/covey/inputs"),
+        ("COVEY_INDEX", "0"),
+        ("COVEY_ITEM", "p"),
+    )
+    assert (second.name, second.index, second.item) == ("b-1", 1, "q")
+    assert second.env_dict["COVEY_INPUTS"] == "/covey/inputs"
+
+
+def test_a_fan_out_over_output_keeps_its_inputs_in_the_template(tmp_path: Path) -> None:
+    result = pipeline(
+        tmp_path,
+        """\
+        jobs:
+          - {name: list, image: x}
+          - {name: cfg, image: x}
+          - name: each
+            image: x
+            needs: {list: succeeded, cfg: completed}
+            inputs: [cfg]
+            for_each:
+              output_of: list
+        """,
+    )
+    stage = result.stages[2]
+    assert stage.items_from == "list"
+    assert stage.specs[0].env == (("COVEY_INPUTS", "/covey/inputs"),)
+    assert stage.needs == (Need("list"), Need("cfg", Condition.COMPLETED, True))
+
+
+def test_each_between_two_fan_outs_over_the_same_source(tmp_path: Path) -> None:
+    result = pipeline(
+        tmp_path,
+        """\
+        jobs:
+          - {name: split, image: x}
+          - {name: count, image: x, needs: [split], for_each: {output_of: split}}
+          - name: check
+            image: x
+            needs: {split: succeeded, count: each}
+            for_each: {output_of: split}
+        """,
+    )
+    assert result.stages[2].needs == (Need("split"), Need("count", Condition.EACH))
+    assert result.static_specs() == [JobSpec("x", name="split")]
+
+
+def test_each_between_stages_of_the_same_size(tmp_path: Path) -> None:
+    result = pipeline(
+        tmp_path,
+        """\
+        jobs:
+          - {name: a, image: x, for_each: {range: [0, 3]}}
+          - {name: b, image: x, for_each: [p, q, r], needs: {a: each}}
+        """,
+    )
+    assert result.stages[1].needs == (Need("a", Condition.EACH),)
+
+
+def test_a_fan_out_over_output_counts_nothing_up_front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batchfile, "MAX_JOBS", 3)
+    assert len(load(tmp_path, WORD_COUNT)) == 3
+    message = error(tmp_path, WORD_COUNT + "  - {name: more, image: x}\n")
+    assert message.startswith("21: jobs[4]: the batch would have more than 3 jobs")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # names that are not there, or cannot be
+        (
+            "jobs:\n  - {name: a, image: x}\n  - name: b\n    image: x\n    needs: [a, c]\n",
+            "5: jobs[1].needs[1]: no job named 'c' in this batch",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n  - name: b\n    image: x\n    needs:\n"
+            "      a: completed\n      zz: failed\n",
+            "7: jobs[1].needs.zz: no job named 'zz' in this batch",
+        ),
+        (
+            "jobs:\n  - {image: x}\n  - {name: b, image: x, needs: ['jobs[0]']}\n",
+            "3: jobs[1].needs[0]: 'jobs[0]' is not a valid name",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n  - {name: b, image: x, needs: {-a: failed}}\n",
+            "3: jobs[1].needs.-a: '-a' is not a valid name",
+        ),
+        (
+            "jobs:\n  - name: a\n    image: x\n    needs:\n      - a\n",
+            "5: jobs[0].needs[0]: a job cannot need itself",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x, needs: [a, b]}\n  - {name: b, image: x}\n",
+            "2: jobs[0].needs[0]: a job cannot need itself",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x, needs: [b, b]}\n  - {name: b, image: x}\n",
+            "2: jobs[0].needs[1]: 'b' is listed twice (first at line 2)",
+        ),
+        # cycles, named in full
+        (
+            "jobs:\n  - name: a\n    image: x\n    needs: [b]\n"
+            "  - name: b\n    image: x\n    needs: [a]\n",
+            "4: jobs[0].needs[0]: a cycle: a -> b -> a",
+        ),
+        (
+            "jobs:\n  - {name: x, image: x, needs: [a]}\n  - {name: a, image: x, needs: [b]}\n"
+            "  - {name: b, image: x, needs: {c: completed}}\n"
+            "  - name: c\n    image: x\n    needs:\n      a: failed\n",
+            "3: jobs[1].needs[0]: a cycle: a -> b -> c -> a",
+        ),
+        # each
+        (
+            "jobs:\n  - {name: a, image: x, for_each: [1, 2, 3]}\n"
+            "  - {name: b, image: x, for_each: [1, 2], needs: {a: each}}\n",
+            "3: jobs[1].needs.a: 'each' pairs instances one to one, but 'b' has 2 and 'a' has 3",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n"
+            "  - {name: f, image: x, needs: [a], for_each: {output_of: a}}\n"
+            "  - {name: b, image: x, needs: {f: each}}\n",
+            "4: jobs[2].needs.f: 'each' pairs instances one to one, and the number of instances"
+            " of 'f' is known only at run time",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n  - {name: c, image: x}\n"
+            "  - {name: f, image: x, needs: [a], for_each: {output_of: a}}\n"
+            "  - {name: g, image: x, needs: {c: succeeded, f: each}, for_each: {output_of: c}}\n",
+            "5: jobs[3].needs.f: 'each' pairs instances one to one, and the number of instances"
+            " of 'g' is known only at run time",
+        ),
+        # inputs
+        (
+            "jobs:\n  - {name: a, image: x}\n  - {name: y, image: x}\n  - {name: z, image: x}\n"
+            "  - name: b\n    image: x\n    needs: [a]\n    inputs: [y]\n",
+            "8: jobs[3].inputs[0]: 'y' is not in needs (a job reads the output of what it"
+            " waits for)",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n  - {name: b, image: x, inputs: [a]}\n",
+            "3: jobs[1].inputs[0]: 'a' is not in needs",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n  - {name: b, image: x, needs: [a], inputs: [a, a]}\n",
+            "3: jobs[1].inputs[1]: 'a' is listed twice (first at line 3)",
+        ),
+        # for_each: {output_of}
+        (
+            "jobs:\n  - {name: a, image: x}\n  - name: f\n    image: x\n"
+            "    for_each: {output_of: a}\n",
+            "5: jobs[1].for_each.output_of: 'a' must be in needs (as succeeded): its output is"
+            " read when it has succeeded",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n  - name: f\n    image: x\n    needs: {a: completed}\n"
+            "    for_each:\n      output_of: a\n",
+            "7: jobs[1].for_each.output_of: 'a' must be in needs (as succeeded)",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x, for_each: [1, 2, 3]}\n"
+            "  - {name: f, image: x, needs: [a], for_each: {output_of: a}}\n",
+            "3: jobs[1].for_each.output_of: 'a' must be one job, not 3 instances",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n"
+            "  - {name: f, image: x, needs: [a], for_each: {output_of: a}}\n"
+            "  - {name: g, image: x, needs: [f], for_each: {output_of: f}}\n",
+            "4: jobs[2].for_each.output_of: 'f' must be one job, not a fan-out",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n  - name: f\n    image: x\n"
+            "    for_each: {output_of: nope}\n",
+            "5: jobs[1].for_each.output_of: no job named 'nope' in this batch",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n  - image: x\n    needs: [a]\n"
+            "    for_each: {output_of: a}\n",
+            "5: jobs[1].for_each: output_of needs the job to have a name (its jobs are named"
+            " NAME-0, NAME-1, ...)",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n"
+            "  - {name: f, image: x, needs: [a], for_each: {output_of: a, range: [0, 2]}}\n",
+            "3: jobs[1].for_each: give exactly one of range, lines or output_of",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n"
+            "  - {name: f, image: x, needs: [a], for_each: {output_of: a, rnage: [0, 2]}}\n",
+            "3: jobs[1].for_each.rnage: unknown key (did you mean 'range'?)",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n  - name: " + "f" * 58 + "\n    image: x\n"
+            "    needs: [a]\n    for_each: {output_of: a}\n",
+            "3: jobs[1].name (with index): '" + "f" * 58 + "-99999' is longer than 63 characters",
+        ),
+        # defaults and reserved names
+        (
+            "defaults:\n  image: a\n  needs: [x]\njobs: [{name: x}]\n",
+            "3: defaults.needs: not allowed in defaults",
+        ),
+        (
+            "defaults:\n  image: a\n  inputs: [x]\njobs: [{name: x}]\n",
+            "3: defaults.inputs: not allowed in defaults",
+        ),
+        (
+            "defaults:\n  image: a\n  for_each: {output_of: x}\njobs: [{name: x}]\n",
+            "3: defaults.for_each: not allowed in defaults",
+        ),
+        (
+            "jobs:\n  - image: a\n    environment:\n      COVEY_INPUTS: /elsewhere\n",
+            "4: jobs[0].environment.COVEY_INPUTS: COVEY_INPUTS is set by covey (from inputs)",
+        ),
+        (
+            "jobs:\n  - image: a\n    environment: [COVEY_INDEX=1]\n",
+            "3: jobs[0].environment[0]: COVEY_INDEX is set by covey (from for_each)",
+        ),
+        (
+            "jobs:\n  - image: a\n    depends_on: [b]\n",
+            "3: jobs[0].depends_on: not supported by covey (use 'needs')",
+        ),
+        # wrong types
+        (
+            "jobs:\n  - image: a\n    needs: 5\n",
+            "3: jobs[0].needs: expected a list of job names or a mapping of job name to condition,"
+            " got a number",
+        ),
+        (
+            "jobs:\n  - image: a\n    needs: b\n",
+            "3: jobs[0].needs: expected a list of job names or a mapping of job name to condition,"
+            " got a string",
+        ),
+        ("jobs:\n  - image: a\n    needs: [1]\n", "3: jobs[0].needs[0]: no job named '1'"),
+        (
+            "jobs:\n  - image: a\n    needs:\n      - [b]\n",
+            "4: jobs[0].needs[0]: expected a job name, got a list",
+        ),
+        (
+            "jobs:\n  - image: a\n    needs: [yes]\n",
+            "3: jobs[0].needs[0]: expected a job name, got a boolean (quote it)",
+        ),
+        (
+            "jobs:\n  - {name: b, image: a}\n  - image: a\n    needs: {b: maybe}\n",
+            "4: jobs[1].needs.b: 'maybe' is not a condition (one of succeeded, completed,"
+            " failed, each)",
+        ),
+        (
+            "jobs:\n  - {name: b, image: a}\n  - image: a\n    needs:\n      b:\n",
+            "5: jobs[1].needs.b: expected a condition (one of succeeded, completed, failed,"
+            " each), got null",
+        ),
+        (
+            "jobs:\n  - {name: b, image: a}\n  - image: a\n    needs: {b: [failed]}\n",
+            "4: jobs[1].needs.b: expected a condition (one of succeeded, completed, failed,"
+            " each), got a list",
+        ),
+        (
+            "jobs:\n  - {name: b, image: a}\n  - image: a\n    needs: [b]\n    inputs: b\n",
+            "5: jobs[1].inputs: expected a list of job names, got a string",
+        ),
+        (
+            "jobs:\n  - {name: b, image: a}\n  - image: a\n    inputs: [{b: 1}]\n",
+            "4: jobs[1].inputs[0]: expected a job name, got a mapping",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n  - name: f\n    image: x\n    needs: [a]\n"
+            "    for_each: {output_of: [a]}\n",
+            "6: jobs[1].for_each.output_of: expected a job name, got a list",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n  - name: f\n    image: x\n    needs: [a]\n"
+            "    for_each: {output_of: null}\n",
+            "6: jobs[1].for_each.output_of: expected a job name, got null",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x}\n  - name: f\n    image: x\n    needs: [a]\n"
+            "    for_each: {output_of: -a}\n",
+            "6: jobs[1].for_each.output_of: '-a' is not a valid name",
+        ),
+        (
+            "jobs:\n  - image: x\n    for_each: true\n",
+            "3: jobs[0].for_each: expected a list, {range: [START, END]}, {lines: FILE} or"
+            " {output_of: JOB}, got a boolean",
+        ),
+    ],
+)
+def test_pipeline_errors_point_at_the_line(tmp_path: Path, text: str, expected: str) -> None:
+    message = error(tmp_path, text)
+    assert message.startswith(expected), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "jobs:\n  - {name: a, image: x}\n  - {name: a, image: x, for_each: [1]}\n",
+            "3: jobs[1].name: duplicate job name 'a' (also at line 2, jobs[0].name)",
+        ),
+        (
+            "jobs:\n  - {name: a, image: x, for_each: [1, 2]}\n  - {name: a, image: x}\n",
+            "3: jobs[1].name: duplicate job name 'a' (also at line 2, jobs[0].name)",
+        ),
+        (
+            "jobs:\n  - {name: s, image: x}\n"
+            "  - {name: s, image: x, needs: [s], for_each: {output_of: s}}\n",
+            "3: jobs[1].name: duplicate job name 's' (also at line 2, jobs[0].name)",
+        ),
+        (
+            "jobs:\n  - {name: s, image: x}\n  - {name: f-2, image: x}\n"
+            "  - {name: f, image: x, needs: [s], for_each: {output_of: s}}\n",
+            "4: jobs[2].name: its jobs are named f-0, f-1, ..., but 'f-2' is taken"
+            " (at line 3, jobs[1].name)",
+        ),
+        (
+            "jobs:\n  - {name: s, image: x}\n"
+            "  - {name: f, image: x, needs: [s], for_each: {output_of: s}}\n"
+            "  - {name: g, image: x, for_each: [1]}\n  - {name: f-10, image: x}\n",
+            "5: jobs[3].name: duplicate job name 'f-10' (the fan-out at line 3, jobs[1].name,"
+            " names its jobs f-0, f-1, ...)",
+        ),
+    ],
+)
+def test_stage_names_are_unique(tmp_path: Path, text: str, expected: str) -> None:
+    assert error(tmp_path, text).startswith(expected)
+
+
+def test_names_that_no_fan_out_makes_are_free(tmp_path: Path) -> None:
+    result = pipeline(
+        tmp_path,
+        """\
+        jobs:
+          - {name: s, image: x}
+          - {name: f, image: x, needs: [s], for_each: {output_of: s}}
+          - {name: f-01, image: x}
+          - {name: f-x, image: x}
+          - {name: f-1-a, image: x}
+        """,
+    )
+    assert [s.name for s in result.static_specs()] == ["s", "f-01", "f-x", "f-1-a"]
+
+
+def test_only_the_first_problem_is_reported(tmp_path: Path) -> None:
+    message = error(
+        tmp_path,
+        """\
+        jobs:
+          - {name: a, image: x, needs: [b]}
+          - {name: b, image: x, needs: [a, nope]}
+          - {name: c, image: x, needs: [c]}
+        """,
+    )
+    assert message == "3: jobs[1].needs[1]: no job named 'nope' in this batch"
+
+
+def test_an_error_in_needs_through_an_alias_points_at_the_anchor(tmp_path: Path) -> None:
+    message = error(
+        tmp_path,
+        """\
+        x-after: &after
+          needs:
+            first: succeeded
+            second: done
+        jobs:
+          - {name: first, image: x}
+          - {name: second, image: x}
+          - <<: *after
+            image: x
+        """,
+    )
+    assert message.startswith("4: jobs[2].needs.second: 'done' is not a condition")
+
+
+def test_a_long_chain_of_needs_is_no_recursion_error(tmp_path: Path) -> None:
+    entries = [f"  - {{name: j{i}, image: x, needs: [j{i + 1}]}}" for i in range(2999)]
+    text = "jobs:\n" + "\n".join(entries) + "\n  - {name: j2999, image: x}\n"
+    result = pipeline(tmp_path, text)
+    assert len(result.stages) == 3000

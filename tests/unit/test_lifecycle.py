@@ -10,6 +10,7 @@ import pytest
 from covey.lifecycle import (
     CANCELLABLE,
     DUE,
+    IDLE,
     IN_FLIGHT,
     RETRYABLE,
     EndDecision,
@@ -164,7 +165,7 @@ def test_sql_in_quotes_and_sorts() -> None:
     # the same set gives the same text whatever its order (the guards are cached strings)
     states = list(JobState)
     assert sql_in(states) == sql_in(reversed(states)) == sql_in(set(states))
-    assert sql_in(TERMINAL) == ("('cancelled','failed','lost','rejected','succeeded','timed_out')")
+    assert sql_in(TERMINAL) == ("('cancelled','failed','lost','rejected','skipped','succeeded','timed_out')")
 
 
 def test_sql_in_is_what_sqlite_reads_as_strings() -> None:
@@ -179,10 +180,11 @@ def test_sql_in_is_what_sqlite_reads_as_strings() -> None:
 
 
 def test_the_sets_partition_the_states() -> None:
-    assert frozenset(JobState) == DUE | IN_FLIGHT | TERMINAL
-    assert not (DUE & IN_FLIGHT) and not (DUE & TERMINAL) and not (IN_FLIGHT & TERMINAL)
+    assert frozenset(JobState) == IDLE | IN_FLIGHT | TERMINAL
+    assert not (IDLE & IN_FLIGHT) and not (IDLE & TERMINAL) and not (IN_FLIGHT & TERMINAL)
     assert {JobState.QUEUED, JobState.RETRYING} == DUE
+    assert DUE | {JobState.WAITING} == IDLE  # waiting for needs: not due, but cancelled at once
     assert {JobState.PENDING, JobState.RUNNING} == IN_FLIGHT
-    assert DUE | IN_FLIGHT == CANCELLABLE
+    assert IDLE | IN_FLIGHT == CANCELLABLE
     assert TERMINAL - {JobState.SUCCEEDED} == RETRYABLE
     assert JobState.CANCELLED in RETRYABLE and JobState.LOST in RETRYABLE

@@ -338,8 +338,9 @@ def test_terminal_job_states() -> None:
         "rejected",
         "lost",
         "cancelled",
+        "skipped",
     }
-    for state in (JobState.QUEUED, JobState.PENDING, JobState.RUNNING, JobState.RETRYING):
+    for state in (JobState.WAITING, JobState.QUEUED, JobState.PENDING, JobState.RUNNING, JobState.RETRYING):
         assert not state.terminal
 
 

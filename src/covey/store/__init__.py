@@ -7,7 +7,7 @@ One module per part: :mod:`~covey.store.schema` (tables and migrations),
 """
 
 from covey.lifecycle import EndDecision
-from covey.store.handle import DEFAULT_LOG_CAP, Store, default_path, new_id
+from covey.store.handle import DEFAULT_LOG_CAP, Store, default_path
 from covey.store.reads import Scope
 from covey.store.rows import (
     AttemptRow,
@@ -16,8 +16,10 @@ from covey.store.rows import (
     JobRow,
     JobSnapshot,
     LogRecord,
+    StageRow,
     Transition,
     attempt_id,
+    new_id,
 )
 from covey.store.schema import SCHEMA_VERSION
 from covey.store.writes import AttemptEnd, StreamLog
@@ -34,6 +36,7 @@ __all__ = [
     "JobSnapshot",
     "LogRecord",
     "Scope",
+    "StageRow",
     "Store",
     "StreamLog",
     "Transition",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import secrets
 import sqlite3
 import stat
 import sys
@@ -19,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import anyio
@@ -28,10 +27,12 @@ import platformdirs
 from covey import holders as holding
 from covey.errors import StoreError
 from covey.lifecycle import EndDecision
+from covey.pipeline import Pipeline, validate
 from covey.retrying import GaveUp, retry
 from covey.spec import JobSpec
 from covey.states import JobState
 from covey.store import reads, schema, writes
+from covey.store.gate import GateResult
 from covey.store.reads import Scope
 from covey.store.rows import (
     AttemptRow,
@@ -40,8 +41,10 @@ from covey.store.rows import (
     JobRow,
     JobSnapshot,
     LogRecord,
+    StageRow,
     Transition,
     attempt_id,
+    new_id,
 )
 from covey.store.writer import GroupWriter, Tx, Write
 from covey.store.writes import AttemptEnd, StreamLog
@@ -61,8 +64,44 @@ def default_path() -> Path:
     return Path(platformdirs.user_data_dir("covey")) / "covey.db"
 
 
-def new_id() -> str:
-    return secrets.token_hex(6)
+def _pipeline_rows(
+    pipeline: Pipeline, batch_id: str, now: float
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows of a pipeline batch: jobs (stage and instance number; ``waiting`` when the
+    stage needs others), stages (a fan-out's template), needs."""
+    jobs: list[tuple[Any, ...]] = []
+    stages: list[tuple[Any, ...]] = []
+    needs: list[tuple[Any, ...]] = []
+    for n, stage in enumerate(pipeline.stages):
+        dynamic = stage.items_from is not None
+        template = stage.specs[0].to_json() if dynamic else None
+        stages.append((batch_id, stage.name, n, template, stage.items_from, stage.size))
+        needs += [
+            (batch_id, stage.name, need.stage, need.condition.value, int(need.inputs))
+            for need in stage.needs
+        ]
+        if dynamic:
+            continue
+        state = JobState.WAITING if stage.needs else JobState.QUEUED
+        for i, spec in enumerate(stage.specs):
+            job_id = new_id()
+            seq = len(jobs)
+            jobs.append(
+                (
+                    job_id,
+                    batch_id,
+                    seq,
+                    spec.name or f"job-{seq}",
+                    f"covey-{job_id}",
+                    spec.to_json(),
+                    state.value,
+                    now,
+                    now,
+                    stage.name,
+                    i,
+                )
+            )
+    return jobs, stages, needs
 
 
 class _Bytes:
@@ -134,6 +173,13 @@ class Store:
         self._writer_conn = writer
         self._writer = GroupWriter(writer) if writer is not None else None
         self._lock_patience = lock_patience
+        # told what the pipeline gate did in this process's commits (the orchestrator
+        # wakes its submitter for released jobs and reports skipped ones)
+        self.on_gate: Callable[[GateResult], None] | None = None
+
+    def _gated(self, result: GateResult) -> None:
+        if result and self.on_gate is not None:
+            self.on_gate(result)
 
     @classmethod
     @asynccontextmanager
@@ -267,7 +313,7 @@ class Store:
 
     async def create_batch(
         self,
-        specs: Sequence[JobSpec],
+        specs: Sequence[JobSpec] | Pipeline,
         *,
         name: str | None = None,
         idempotency_key: str | None = None,
@@ -275,26 +321,37 @@ class Store:
         owner: str = "queue",
         holder: str | None = None,
     ) -> tuple[str, list[str], bool]:
-        """Queue jobs as one batch: ``(batch id, job ids, already existed)``."""
+        """Queue jobs as one batch: ``(batch id, job ids, already existed)``.
+
+        A :class:`~covey.pipeline.Pipeline` with needs is stored with its stages: the jobs of
+        a stage that needs others wait (``waiting``) until the gate releases them, and a
+        fan-out over another stage's output has no jobs until that stage's job is done.
+        The job ids returned are the ones known now, in stage order."""
         now = time.time()
         batch_id = new_id()
-        names = list(service_names or [None] * len(specs))
-        rows = []
-        for seq, (spec, base) in enumerate(zip(specs, names, strict=True)):
-            job_id = new_id()
-            rows.append(
-                (
-                    job_id,
-                    batch_id,
-                    seq,
-                    spec.name or f"job-{seq}",
-                    base or f"covey-{job_id}",
-                    spec.to_json(),
-                    JobState.QUEUED.value,
-                    now,
-                    now,
+        pipeline = specs if isinstance(specs, Pipeline) and specs.has_needs else None
+        if pipeline is not None:
+            validate(pipeline)
+            jobs, stages, needs = _pipeline_rows(pipeline, batch_id, now)
+        else:
+            flat = specs.static_specs() if isinstance(specs, Pipeline) else list(specs)
+            names = list(service_names or [None] * len(flat))
+            jobs, stages, needs = [], [], []
+            for seq, (spec, base) in enumerate(zip(flat, names, strict=True)):
+                job_id = new_id()
+                jobs.append(
+                    (
+                        job_id,
+                        batch_id,
+                        seq,
+                        spec.name or f"job-{seq}",
+                        base or f"covey-{job_id}",
+                        spec.to_json(),
+                        JobState.QUEUED.value,
+                        now,
+                        now,
+                    )
                 )
-            )
         result: tuple[str, list[str], bool] = await self._txn(
             lambda tx: writes.create_batch(
                 tx,
@@ -303,8 +360,10 @@ class Store:
                 idempotency_key=idempotency_key,
                 owner=owner,
                 holder=holder,
-                jobs=rows,
+                jobs=jobs,
                 now=now,
+                stages=stages,
+                needs=needs,
             )
         )
         return result
@@ -349,8 +408,12 @@ class Store:
     async def finish(self, attempt: AttemptRow, end: AttemptEnd) -> EndDecision | None:
         """Record the end of an attempt and what it means for the job, exactly once;
         ``None`` if it was recorded before."""
-        decision: EndDecision | None = await self._txn(lambda tx: writes.finish(tx, attempt, end))
-        return decision
+        done = await self._txn(lambda tx: writes.finish(tx, attempt, end))
+        if done is None:
+            return None
+        decision, gated = done
+        self._gated(gated)
+        return cast(EndDecision, decision)
 
     async def save_logs(
         self,
@@ -368,7 +431,7 @@ class Store:
             (name, _Bytes(value, cap) if isinstance(value, bytes) else value)
             for name, value in (("stdout", stdout), ("stderr", stderr))
         ]
-        await self._txn(lambda tx: writes.keep_logs(tx, attempt, streams))
+        self._gated(await self._txn(lambda tx: writes.keep_logs(tx, attempt, streams)))
         return await self.job_with_logs(snapshot) if snapshot else None
 
     def mark_removed(self, attempt: str) -> None:
@@ -386,8 +449,9 @@ class Store:
         self, job: JobRow, state: JobState, error: str, source: str = "covey"
     ) -> bool:
         """End a job that never got an attempt (e.g. it can never fit on any node)."""
-        ended: bool = await self._txn(lambda tx: writes.fail_job(tx, job.id, state, error, source))
-        return ended
+        ended, gated = await self._txn(lambda tx: writes.fail_job(tx, job.id, state, error, source))
+        self._gated(gated)
+        return bool(ended)
 
     # -- operators --------------------------------------------------------------------
 
@@ -395,13 +459,14 @@ class Store:
         """Mark jobs cancelled-on-request; queued/retrying ones end at once; returns the
         ones still in flight (an attempt to stop)."""
         ids = list(job_ids)
-        await self._txn(lambda tx: writes.request_cancel(tx, ids, time.time()))
+        self._gated(await self._txn(lambda tx: writes.request_cancel(tx, ids, time.time())))
         return [j for j in await self.jobs_by_id(ids) if not j.state.terminal]
 
     async def retry_jobs(self, job_ids: Iterable[str]) -> list[str]:
         ids = list(job_ids)
-        done: list[str] = await self._txn(lambda tx: writes.retry_jobs(tx, ids, time.time()))
-        return done
+        done, gated = await self._txn(lambda tx: writes.retry_jobs(tx, ids, time.time()))
+        self._gated(gated)
+        return list(done)
 
     # -- holders ----------------------------------------------------------------------
 
@@ -511,6 +576,21 @@ class Store:
 
     async def batches(self, limit: int = 50) -> list[BatchRow]:
         return await reads.batches(self._read, limit)
+
+    async def batch_open(self, batch_id: str) -> tuple[list[str], int]:
+        return await reads.batch_open(self._read, batch_id)
+
+    async def batch_job_ids(self, batch_id: str) -> list[str]:
+        return await reads.batch_job_ids(self._read, batch_id)
+
+    async def inputs_for(self, job: JobRow) -> list[tuple[str, bytes]]:
+        return await reads.inputs_for(self._read, job)
+
+    async def stage_counts(self, batch_id: str) -> dict[str, dict[str, int]]:
+        return await reads.stage_counts(self._read, batch_id)
+
+    async def stages(self, batch_id: str) -> list[StageRow]:
+        return await reads.stages(self._read, batch_id)
 
     async def job(self, job_id: str) -> JobRow | None:
         return await reads.job(self._read, job_id)

@@ -12,6 +12,8 @@ from typing import Any
 
 from covey.errors import StoreError
 from covey.lifecycle import DUE, sql_in
+from covey.pipeline import index_json
+from covey.spec import JobSpec
 from covey.states import TERMINAL
 from covey.store.rows import (
     ATTEMPT_COLS,
@@ -23,6 +25,7 @@ from covey.store.rows import (
     JobRow,
     JobSnapshot,
     LogRecord,
+    StageRow,
     Transition,
     attempt_row,
     batch_row,
@@ -117,6 +120,97 @@ async def ended_since(tx: Tx, scope: Scope, since: float) -> list[str]:
         [since, *extra],
     )
     return [str(r[0]) for r in rows]
+
+
+async def batch_open(tx: Tx, batch_id: str) -> tuple[list[str], int]:
+    """The batch's jobs that have not ended, and how many of its fan-outs still wait for
+    the output that decides their instances."""
+    rows = await tx.all(
+        f"SELECT id FROM jobs WHERE batch_id=? AND state NOT IN {sql_in(TERMINAL)}", (batch_id,)
+    )
+    unresolved = await tx.one(
+        "SELECT count(*) FROM stages WHERE batch_id=? AND items_from IS NOT NULL AND size IS NULL",
+        (batch_id,),
+    )
+    return [str(r[0]) for r in rows], int(unresolved[0])
+
+
+async def stage_counts(tx: Tx, batch_id: str) -> dict[str, dict[str, int]]:
+    """Per stage of a pipeline batch: how many of its jobs are in each state."""
+    counts: dict[str, dict[str, int]] = {}
+    for stage, state, n in await tx.all(
+        "SELECT stage, state, count(*) FROM jobs WHERE batch_id=? AND stage IS NOT NULL"
+        " GROUP BY stage, state",
+        (batch_id,),
+    ):
+        counts.setdefault(stage, {})[state] = n
+    return counts
+
+
+async def batch_job_ids(tx: Tx, batch_id: str) -> list[str]:
+    rows = await tx.all("SELECT id FROM jobs WHERE batch_id=? ORDER BY seq", (batch_id,))
+    return [str(r[0]) for r in rows]
+
+
+async def stages(tx: Tx, batch_id: str) -> list[StageRow]:
+    """A pipeline batch's stages in order, with what each needs (empty: a flat batch)."""
+    needs: dict[str, list[tuple[str, str, bool]]] = {}
+    for stage, need, condition, inputs in await tx.all(
+        "SELECT stage, need, condition, inputs FROM needs WHERE batch_id=? ORDER BY rowid",
+        (batch_id,),
+    ):
+        needs.setdefault(stage, []).append((need, condition, bool(inputs)))
+    rows = await tx.all(
+        "SELECT name, seq, size, items_from, skipped FROM stages WHERE batch_id=? ORDER BY seq",
+        (batch_id,),
+    )
+    return [
+        StageRow(batch_id, r[0], r[1], r[2], r[3], r[4], tuple(needs.get(r[0], ()))) for r in rows
+    ]
+
+
+async def inputs_for(tx: Tx, job: JobRow) -> list[tuple[str, bytes]]:
+    """The files a pipeline job reads under ``/covey/inputs``: ``(path, bytes)``.
+
+    For each stage it needs with ``inputs``: ``NAME/INDEX`` holding the stdout of each done
+    instance (for an ``each`` need only the paired one), and ``NAME/index.json`` describing
+    them all; ``"complete": false`` there marks a stdout that is not all the job printed
+    (cut at the log cap, or not all given by the engine)."""
+    if job.stage is None:
+        return []
+    files: list[tuple[str, bytes]] = []
+    for need, condition in await tx.all(
+        "SELECT need, condition FROM needs WHERE batch_id=? AND stage=? AND inputs=1"
+        " ORDER BY rowid",
+        (job.batch_id, job.stage),
+    ):
+        pair = " AND j.idx=?" if condition == "each" else ""
+        args: list[Any] = [job.batch_id, need] + ([job.idx] if pair else [])
+        rows = await tx.all(
+            "SELECT j.idx, j.id, j.name, j.state, j.exit_code, j.node, j.spec, l.data,"
+            " l.truncated, l.complete FROM jobs j LEFT JOIN logs l"
+            " ON l.attempt_id = j.id || '-' || j.attempts AND l.stream='stdout'"
+            f" WHERE j.batch_id=? AND j.stage=? AND j.done=1{pair} ORDER BY j.idx",
+            args,
+        )
+        entries = []
+        for idx, job_id, name, state, code, node, spec, data, truncated, complete in rows:
+            number = idx if idx is not None else 0
+            files.append((f"{need}/{number}", bytes(data) if data is not None else b""))
+            entries.append(
+                {
+                    "index": number,
+                    "item": JobSpec.from_json(spec).item,
+                    "job": job_id,
+                    "name": name,
+                    "state": state,
+                    "exit_code": code,
+                    "node": node,
+                    "complete": data is not None and bool(complete) and not truncated,
+                }
+            )
+        files.append((f"{need}/index.json", index_json(entries)))
+    return files
 
 
 async def open_attempt_owners(tx: Tx) -> list[tuple[str, str, str | None]]:

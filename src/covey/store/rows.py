@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from covey.spec import JobSpec
 from covey.states import JobState, Outcome
+
+
+def new_id() -> str:
+    """A batch's or a job's id: 12 hex digits (docker's short-id look)."""
+    return secrets.token_hex(6)
 
 
 def attempt_id(job_id: str, n: int) -> str:
@@ -45,6 +51,21 @@ class JobRow:
     started: float | None
     finished: float | None
     cancel_requested: bool
+    stage: str | None = None  # its stage in a pipeline (None: a job of a flat batch)
+    idx: int | None = None  # its instance number in that stage
+
+
+@dataclass(frozen=True, slots=True)
+class StageRow:
+    """One stage of a pipeline batch, and what it waits for."""
+
+    batch_id: str
+    name: str
+    seq: int
+    size: int | None  # instances; None while a fan-out waits for its items
+    items_from: str | None  # the stage whose stdout gives its items
+    skipped: str | None  # why a fan-out will never have instances
+    needs: tuple[tuple[str, str, bool], ...] = ()  # (stage, condition, inputs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +134,7 @@ class HolderRow:
 
 JOB_COLS = (
     "id, batch_id, seq, name, service_base, spec, state, created, updated, attempts, runs,"
-    " losses, not_before, exit_code, error, node, started, finished, cancel_requested"
+    " losses, not_before, exit_code, error, node, started, finished, cancel_requested, stage, idx"
 )
 ATTEMPT_COLS = (
     "id, job_id, n, service, mode, engine_id, phase, outcome, exit_code, error, node, created,"
@@ -145,6 +166,8 @@ def job_row(row: Sequence[Any]) -> JobRow:
         started=row[16],
         finished=row[17],
         cancel_requested=bool(row[18]),
+        stage=row[19],
+        idx=row[20],
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from covey.errors import StoreError
 from covey.store.writer import Tx
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -109,6 +109,36 @@ MIGRATIONS: dict[int, str] = {
     UPDATE batches SET owner='queue' WHERE owner='run' AND EXISTS (SELECT 1 FROM jobs
         WHERE jobs.batch_id=batches.id AND jobs.state NOT IN
         ('succeeded','failed','timed_out','rejected','lost','cancelled'));
+    """,
+    # 3: pipelines. A batch's stages (a fan-out over another stage's output keeps its
+    # template until its items are known), what each stage needs, and per job its stage, its
+    # instance number and ``done``: ended with its result (logs) recorded, which is what a
+    # dependent waits for. Jobs of flat batches have no stage and never read ``done``.
+    3: """
+    CREATE TABLE stages (
+        batch_id TEXT NOT NULL REFERENCES batches(id),
+        name TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        template TEXT,
+        items_from TEXT,
+        size INTEGER,
+        skipped TEXT,
+        PRIMARY KEY (batch_id, name)
+    );
+    CREATE TABLE needs (
+        batch_id TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        need TEXT NOT NULL,
+        condition TEXT NOT NULL,
+        inputs INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (batch_id, stage, need)
+    );
+    CREATE INDEX needs_need ON needs(batch_id, need);
+    ALTER TABLE jobs ADD COLUMN stage TEXT;
+    ALTER TABLE jobs ADD COLUMN idx INTEGER;
+    ALTER TABLE jobs ADD COLUMN done INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_stage ON jobs(batch_id, stage, done, state) WHERE stage IS NOT NULL;
+    CREATE INDEX jobs_stage_idx ON jobs(batch_id, stage, idx) WHERE stage IS NOT NULL
     """,
 }
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from covey.lifecycle import (
     CANCELLABLE,
     DUE,
+    IDLE,
     RETRYABLE,
     EndDecision,
     JobBudget,
@@ -23,10 +24,13 @@ from covey.lifecycle import (
 )
 from covey.spec import JobSpec
 from covey.states import TERMINAL, JobState, Outcome
+from covey.store import gate
+from covey.store.gate import GateResult
 from covey.store.rows import HOLDER_COLS, AttemptRow, HolderRow, attempt_id, holder_row
 from covey.store.writer import Tx
 
 _DUE = sql_in(DUE)
+_IDLE = sql_in(IDLE)
 _CANCELLABLE = sql_in(CANCELLABLE)
 _RETRYABLE = sql_in(RETRYABLE)
 _TERMINAL = sql_in(TERMINAL)
@@ -87,7 +91,12 @@ async def create_batch(
     holder: str | None,
     jobs: Sequence[tuple[Any, ...]],
     now: float,
+    stages: Sequence[tuple[Any, ...]] = (),
+    needs: Sequence[tuple[Any, ...]] = (),
 ) -> tuple[str, list[str], bool]:
+    """A batch and its jobs; for a pipeline also its stages and needs (``jobs`` rows then
+    carry their stage, instance number and first state: ``waiting`` when the stage needs
+    others)."""
     if idempotency_key is not None:
         found = await tx.one("SELECT id FROM batches WHERE idempotency_key=?", (idempotency_key,))
         if found:
@@ -98,14 +107,30 @@ async def create_batch(
         " VALUES (?,?,?,?,?,?,?)",
         (batch_id, name, now, idempotency_key, len(jobs), owner, holder),
     )
+    if stages:
+        await tx.many(
+            "INSERT INTO stages(batch_id, name, seq, template, items_from, size)"
+            " VALUES (?,?,?,?,?,?)",
+            stages,
+        )
+        await tx.many(
+            "INSERT INTO needs(batch_id, stage, need, condition, inputs) VALUES (?,?,?,?,?)",
+            needs,
+        )
+        await tx.many(
+            "INSERT INTO jobs(id, batch_id, seq, name, service_base, spec, state, created,"
+            " updated, stage, idx) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            jobs,
+        )
+    else:
+        await tx.many(
+            "INSERT INTO jobs(id, batch_id, seq, name, service_base, spec, state, created,"
+            " updated) VALUES (?,?,?,?,?,?,?,?,?)",
+            jobs,
+        )
     await tx.many(
-        "INSERT INTO jobs(id, batch_id, seq, name, service_base, spec, state, created,"
-        " updated) VALUES (?,?,?,?,?,?,?,?,?)",
-        jobs,
-    )
-    await tx.many(
-        "INSERT INTO transitions(job_id, state, at, source) VALUES (?, 'queued', ?, 'covey')",
-        [(j[0], now) for j in jobs],
+        "INSERT INTO transitions(job_id, state, at, source) VALUES (?, ?, ?, 'covey')",
+        [(j[0], j[6], now) for j in jobs],
     )
     return batch_id, [j[0] for j in jobs], False
 
@@ -166,15 +191,19 @@ async def set_stop_reason(tx: Tx, attempt: str, reason: str) -> None:
     )
 
 
-async def finish(tx: Tx, attempt: AttemptRow, end: AttemptEnd) -> EndDecision | None:
+async def finish(
+    tx: Tx, attempt: AttemptRow, end: AttemptEnd
+) -> tuple[EndDecision, GateResult] | None:
     """Record an attempt's end once (the guarded UPDATE) and decide, from the job as it is
-    now, what it means; ``None`` if the end was recorded before."""
+    now, what it means; ``None`` if the end was recorded before. A pipeline job whose logs
+    were saved before its end (``covey cancel`` saves them first) is done here: the gate."""
     # ``end.at`` may be the engine's clock (an end found late) and the start covey's (when it
     # noticed): an attempt never ends before it started
     ended = await tx.one(
         "UPDATE attempts SET phase='ended', outcome=?, exit_code=?, error=?,"
         " node=coalesce(?, node), ended=max(?, coalesce(started, 0)),"
-        " engine_id=coalesce(engine_id, ?) WHERE id=? AND phase != 'ended' RETURNING ended",
+        " engine_id=coalesce(engine_id, ?) WHERE id=? AND phase != 'ended'"
+        " RETURNING ended, logs_saved",
         (
             end.outcome.value,
             end.exit_code,
@@ -195,7 +224,8 @@ async def finish(tx: Tx, attempt: AttemptRow, end: AttemptEnd) -> EndDecision | 
     if row is None or row[4] != attempt.n or JobState(row[5]) in TERMINAL:
         # not the job's current attempt (or the job ended meanwhile): the attempt's end is
         # history, the job's state is not its to change
-        return EndDecision(JobState(row[5]) if row else JobState.LOST, counts_as_run=False)
+        state = JobState(row[5]) if row else JobState.LOST
+        return EndDecision(state, counts_as_run=False), GateResult()
     budget = JobBudget(JobSpec.from_json(row[0]).retry, row[1], row[2], bool(row[3]))
     recorded_at = max(end_at, time.time())  # ``end.at`` may be the engine's time, earlier
     # a retry's backoff counts from when covey knew of the end, as an operator sees it
@@ -225,7 +255,10 @@ async def finish(tx: Tx, attempt: AttemptRow, end: AttemptEnd) -> EndDecision | 
     await transition(
         tx, attempt.job_id, attempt.id, decision.state.value, recorded_at, end.source, detail
     )
-    return decision
+    gated = GateResult()
+    if terminal and ended[1]:
+        gated = await gate.mark_done(tx, attempt.job_id, attempt.n, recorded_at)
+    return decision, gated
 
 
 def cap_bytes(data: bytes, cap: int) -> tuple[bytes, bool]:
@@ -234,7 +267,8 @@ def cap_bytes(data: bytes, cap: int) -> tuple[bytes, bool]:
     return kept, len(kept) < len(data)
 
 
-async def keep_logs(tx: Tx, attempt: str, streams: Sequence[tuple[str, StreamLog]]) -> None:
+async def keep_logs(tx: Tx, attempt: str, streams: Sequence[tuple[str, StreamLog]]) -> GateResult:
+    """Store the logs; a pipeline job that has ended is then done (the gate runs)."""
     for stream, log in streams:
         await tx.run(
             "INSERT INTO logs(attempt_id, stream, data, size, truncated, complete)"
@@ -244,13 +278,17 @@ async def keep_logs(tx: Tx, attempt: str, streams: Sequence[tuple[str, StreamLog
             (attempt, stream, log.data, log.size, int(log.truncated), int(log.complete)),
         )
     await tx.run("UPDATE attempts SET logs_saved=1 WHERE id=?", (attempt,))
+    job_id, _, n = attempt.rpartition("-")
+    return await gate.mark_done(tx, job_id, int(n), time.time())
 
 
 async def mark_removed(tx: Tx, attempt: str) -> None:
     await tx.run("UPDATE attempts SET removed=1 WHERE id=?", (attempt,))
 
 
-async def fail_job(tx: Tx, job_id: str, state: JobState, error: str, source: str) -> bool:
+async def fail_job(
+    tx: Tx, job_id: str, state: JobState, error: str, source: str
+) -> tuple[bool, GateResult]:
     """End a job that never got an attempt (e.g. it can never fit on any node)."""
     now = time.time()
     ended = await tx.changed(
@@ -258,16 +296,20 @@ async def fail_job(tx: Tx, job_id: str, state: JobState, error: str, source: str
         " AND cancel_requested=0 RETURNING 1",
         (state.value, error, now, now, job_id),
     )
-    if ended:
-        await transition(tx, job_id, None, state.value, now, source, error)
-    return bool(ended)
+    if not ended:
+        return False, GateResult()
+    await transition(tx, job_id, None, state.value, now, source, error)
+    return True, await gate.mark_done(tx, job_id, None, now)
 
 
 # -- operators --------------------------------------------------------------------------
 
 
-async def request_cancel(tx: Tx, ids: Sequence[str], now: float) -> None:
-    """Mark jobs cancelled-on-request; a job with no attempt in flight ends at once."""
+async def request_cancel(tx: Tx, ids: Sequence[str], now: float) -> GateResult:
+    """Mark jobs cancelled-on-request; a job with no attempt in flight (queued, retrying,
+    waiting for its needs) ends at once. The gate runs once all are marked: a dependent
+    cancelled with its need is ``cancelled``, not skipped because of it."""
+    ended_now: list[str] = []
     for job_id in ids:
         marked = await tx.changed(
             f"UPDATE jobs SET cancel_requested=1, updated=? WHERE id=? AND state IN {_CANCELLABLE}"
@@ -278,26 +320,68 @@ async def request_cancel(tx: Tx, ids: Sequence[str], now: float) -> None:
             continue
         ended = await tx.changed(
             "UPDATE jobs SET state='cancelled', finished=?, error='cancelled', not_before=NULL"
-            f" WHERE id=? AND state IN {_DUE} RETURNING 1",
+            f" WHERE id=? AND state IN {_IDLE} RETURNING 1",
             (now, job_id),
         )
         if ended:
             await transition(tx, job_id, None, "cancelled", now, "covey", "cancelled")
+            ended_now.append(job_id)
+    result = GateResult()
+    for job_id in ended_now:
+        result.merge(await gate.mark_done(tx, job_id, None, now))
+    return result
 
 
-async def retry_jobs(tx: Tx, ids: Sequence[str], now: float) -> list[str]:
-    """Queue ended, unsuccessful jobs again (new attempts); returns the ids re-queued."""
+async def retry_jobs(tx: Tx, ids: Sequence[str], now: float) -> tuple[list[str], GateResult]:
+    """Queue ended, unsuccessful jobs again (new attempts); returns the ids re-opened.
+
+    In a pipeline a retried job first waits for its needs again (they are usually met: it
+    is queued in the same transaction), and the jobs downstream of it that were skipped
+    because of it are re-opened too, to wait for its new result.
+    """
     done: list[str] = []
+    reopened: dict[str, list[tuple[str, str]]] = {}
     for job_id in ids:
-        queued = await tx.changed(
-            "UPDATE jobs SET state='queued', cancel_requested=0, not_before=NULL, runs=0,"
-            " losses=0, exit_code=NULL, error=NULL, finished=NULL, updated=? WHERE id=?"
-            f" AND state IN {_RETRYABLE} RETURNING 1",
+        row = await tx.one(
+            "UPDATE jobs SET state=CASE WHEN stage IS NULL THEN 'queued' ELSE 'waiting' END,"
+            " done=0, cancel_requested=0, not_before=NULL, runs=0, losses=0, exit_code=NULL,"
+            f" error=NULL, finished=NULL, updated=? WHERE id=? AND state IN {_RETRYABLE}"
+            " RETURNING batch_id, stage, state",
             (now, job_id),
         )
-        if queued:
-            await transition(tx, job_id, None, "queued", now, "covey", "retry")
-            done.append(job_id)
+        if row is None:
+            continue
+        await transition(tx, job_id, None, row[2], now, "covey", "retry")
+        done.append(job_id)
+        if row[1] is not None:
+            reopened.setdefault(row[0], []).append((job_id, row[1]))
+    gated = GateResult()
+    for batch_id, jobs in reopened.items():
+        below = await _downstream(tx, batch_id, {stage for _, stage in jobs})
+        marks = ",".join("?" * len(below))
+        skipped = (
+            await tx.all(
+                "UPDATE jobs SET state='waiting', done=0, error=NULL, finished=NULL, updated=?"
+                f" WHERE batch_id=? AND state='skipped' AND stage IN ({marks}) RETURNING id",
+                [now, batch_id, *below],
+            )
+            if below
+            else []
+        )
+        for (job_id,) in skipped:
+            await transition(tx, job_id, None, "waiting", now, "covey", "retry (re-opened)")
+        done += [r[0] for r in skipped]
+        if below:  # a fan-out skipped because its source failed waits for the new run
+            await tx.run(
+                "UPDATE stages SET size=NULL, skipped=NULL WHERE batch_id=? AND name IN"
+                f" ({marks}) AND skipped IS NOT NULL",
+                [batch_id, *below],
+            )
+        gated.merge(
+            await gate.judge_reopened(
+                tx, batch_id, [j for j, _ in jobs] + [r[0] for r in skipped], now
+            )
+        )
     if done:
         # a batch whose foreground process is gone (it ended, or was killed) is the queue's
         # now: a supervisor runs the retried jobs (a live holder runs them itself)
@@ -307,7 +391,22 @@ async def retry_jobs(tx: Tx, ids: Sequence[str], now: float) -> list[str]:
             f" (SELECT batch_id FROM jobs WHERE id IN ({marks}))",
             done,
         )
-    return done
+    return done, gated
+
+
+async def _downstream(tx: Tx, batch_id: str, stages: set[str]) -> list[str]:
+    """Every stage that needs one of ``stages``, directly or through others."""
+    edges: dict[str, list[str]] = {}
+    for stage, need in await tx.all("SELECT stage, need FROM needs WHERE batch_id=?", (batch_id,)):
+        edges.setdefault(need, []).append(stage)
+    seen: set[str] = set()
+    todo = list(stages)
+    while todo:
+        for dep in edges.get(todo.pop(), []):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return sorted(seen)
 
 
 # -- holders: who owns work ---------------------------------------------------------------
@@ -367,6 +466,9 @@ async def delete_finished(tx: Tx, before: float, limit: int) -> int:
         "SELECT id FROM jobs WHERE finished IS NOT NULL AND finished < ?"
         f" AND +state IN {_TERMINAL}"
         " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id=jobs.id AND +a.removed=0)"
+        # a pipeline's jobs stay while a job of it may still need them
+        " AND (stage IS NULL OR NOT EXISTS (SELECT 1 FROM jobs o WHERE o.batch_id=jobs.batch_id"
+        " AND o.stage IS NOT NULL AND o.done=0))"
         " LIMIT ?",
         (before, limit),
     )
@@ -381,9 +483,10 @@ async def delete_finished(tx: Tx, before: float, limit: int) -> int:
     await tx.run(f"DELETE FROM attempts WHERE job_id IN ({marks})", ids)
     await tx.run(f"DELETE FROM transitions WHERE job_id IN ({marks})", ids)
     await tx.run(f"DELETE FROM jobs WHERE id IN ({marks})", ids)
-    await tx.run(
-        "DELETE FROM batches WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.batch_id=batches.id)"
-    )
+    gone = "NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.batch_id=batches.id)"
+    for table in ("needs", "stages"):
+        await tx.run(f"DELETE FROM {table} WHERE batch_id IN (SELECT id FROM batches WHERE {gone})")
+    await tx.run(f"DELETE FROM batches WHERE {gone}")
     return len(ids)
 
 
