@@ -348,8 +348,14 @@ async def cancel(db: Path | None, refs: Sequence[str]) -> int:
     runs. An attempt that had already ended on the engine is recorded as it ended: a job
     that exited 0 before the cancel reached it succeeded."""
     async with Store.open(db) as store:
-        ids = await _targets(store, refs)
-        live = await store.request_cancel(ids)
+        ids: list[str] = []
+        batches: list[str] = []  # cancelled whole: a pipeline's later stages too
+        for ref in refs:
+            kind, found = await store.resolve(ref)
+            ids += found
+            if kind == "batch" and found:
+                batches.append((await store.jobs_by_id(found[:1]))[0].batch_id)
+        live = await store.request_cancel(ids, batches=batches)
         running = []
         for job in live:
             attempt = (
@@ -407,7 +413,13 @@ async def wait(db: Path | None, refs: Sequence[str], timeout: float | None) -> i
     """Until every job ended. The store is read again only when another process committed
     (one ``PRAGMA data_version`` per look), and then only the jobs still open."""
     async with Store.open(db, readonly=True) as store:
-        ids = await _targets(store, refs)
+        ids: list[str] = []
+        batches: list[str] = []  # a pipeline's fan-out adds jobs to these while we wait
+        for ref in refs:
+            kind, found = await store.resolve(ref)
+            ids += found
+            if kind == "batch" and found:
+                batches.append((await store.jobs_by_id(found[:1]))[0].batch_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         open_ids = set(ids)
         version: int | None = None
@@ -417,8 +429,10 @@ async def wait(db: Path | None, refs: Sequence[str], timeout: float | None) -> i
             seen, version = version, await store.data_version()
             if seen != version:
                 open_ids -= await store.terminal_among(sorted(open_ids))
-            if not open_ids:
-                break
+                if not open_ids:
+                    open_ids, unresolved = await _batches_open(store, batches, ids)
+                    if not open_ids and not unresolved:
+                        break
             now = time.monotonic()
             if not warned and now >= next_check:
                 next_check = now + SERVED_CHECK
@@ -443,6 +457,22 @@ async def wait(db: Path | None, refs: Sequence[str], timeout: float | None) -> i
             file=sys.stderr,
         )
     return 0 if not bad else 1
+
+
+async def _batches_open(
+    store: Store, batches: Sequence[str], ids: list[str]
+) -> tuple[set[str], int]:
+    """Jobs of ``batches`` not ended yet (added to ``ids``), and fan-outs not made yet."""
+    open_ids: set[str] = set()
+    unresolved = 0
+    known = set(ids)
+    for batch_id in batches:
+        found, waiting = await store.batch_open(batch_id)
+        open_ids.update(found)
+        unresolved += waiting
+        ids += [j for j in await store.batch_job_ids(batch_id) if j not in known]
+        known.update(ids)
+    return open_ids, unresolved
 
 
 async def _unserved(store: Store, job_ids: Sequence[str]) -> bool:

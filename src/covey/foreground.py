@@ -166,8 +166,10 @@ async def _on_signal(
                 return
             ctx = client.context
             if job_ids is None:
+                await ctx.store.request_cancel((), batches=client.batches)
                 job_ids = [j for b in client.batches for j in await ctx.store.batch_job_ids(b)]
-            await ctx.store.request_cancel(job_ids)
+            else:
+                await ctx.store.request_cancel(job_ids)
             for job_id in job_ids:
                 live = ctx.live_for_job(job_id)
                 if live is not None and not live.ended:

@@ -169,8 +169,9 @@ class Problem:
 
 
 def check(stages: Sequence[Stage]) -> list[Problem]:
-    """Everything wrong with the graph, in stage order: unknown names, a stage needing itself, a cycle, ``each`` between stages whose sizes cannot pair, a
-    ``for_each`` source that is not a succeeded need of one instance."""
+    """Everything wrong with the graph, in stage order: unknown names, a stage needing
+    itself, a cycle, ``each`` between stages whose sizes cannot pair, a ``for_each`` source
+    that is not a succeeded need of one instance."""
     problems: list[Problem] = []
     by_name: dict[str, int] = {}
     for i, stage in enumerate(stages):

@@ -270,3 +270,23 @@ async def test_a_bad_graph_is_refused_before_anything_is_stored(store: Store) ->
 
 def _queue() -> Scope:
     return Scope(None)
+
+
+async def test_a_batch_cancelled_whole_makes_no_fan_out_later(store: Store) -> None:
+    """``covey cancel BATCH`` while the source runs: its end must not fan out anything."""
+    batch_id, _, _ = await store.create_batch(word_count())
+    split = (await jobs_by_name(store, batch_id))["split"]
+    attempt = await store.begin_attempt(split, "swarm")
+    assert attempt is not None
+    in_flight = await store.request_cancel((), batches=[batch_id])
+    assert [j.id for j in in_flight] == [split.id]  # the rest ended at once
+    # the attempt had exited 0 before the cancel reached it: a success, as recorded
+    end = AttemptEnd(Outcome.SUCCEEDED, 0, None, None, time.time(), "poll")
+    await store.finish(attempt, end)
+    await store.save_logs(attempt.id, b"a\nb\n", b"")
+    after = await jobs_by_name(store, batch_id)
+    assert after["split"].state is JobState.SUCCEEDED
+    assert not any(name.startswith("count-") for name in after)
+    (count,) = [s for s in await store.stages(batch_id) if s.name == "count"]
+    assert count.skipped == "the batch was cancelled"
+    assert {after["total"].state, after["alert"].state} == {JobState.CANCELLED}

@@ -219,7 +219,10 @@ async def _fan_out(
     if src is None:
         return False  # not done yet (checked by the caller's need; kept safe here too)
     why: str | None = None
-    if JobState(src[1]) is not JobState.SUCCEEDED:
+    cancelled = await tx.one("SELECT cancelled FROM batches WHERE id=?", (batch_id,))
+    if cancelled and cancelled[0]:
+        why = "the batch was cancelled"
+    elif JobState(src[1]) is not JobState.SUCCEEDED:
         why = f"{src[0]} {src[1]}"
     elif src[2] is None or not src[4]:
         why = f"the output of {src[0]} is not all recorded: its items are unknown"

@@ -455,12 +455,18 @@ class Store:
 
     # -- operators --------------------------------------------------------------------
 
-    async def request_cancel(self, job_ids: Iterable[str]) -> list[JobRow]:
-        """Mark jobs cancelled-on-request; queued/retrying ones end at once; returns the
-        ones still in flight (an attempt to stop)."""
+    async def request_cancel(
+        self, job_ids: Iterable[str], *, batches: Sequence[str] = ()
+    ) -> list[JobRow]:
+        """Mark jobs (and whole ``batches``, fan-outs to come included) cancelled-on-request;
+        queued, retrying and waiting ones end at once; returns the ones still in flight (an
+        attempt to stop)."""
         ids = list(job_ids)
-        self._gated(await self._txn(lambda tx: writes.request_cancel(tx, ids, time.time())))
-        return [j for j in await self.jobs_by_id(ids) if not j.state.terminal]
+        asked, gated = await self._txn(
+            lambda tx: writes.request_cancel(tx, ids, time.time(), batches)
+        )
+        self._gated(gated)
+        return [j for j in await self.jobs_by_id(asked) if not j.state.terminal]
 
     async def retry_jobs(self, job_ids: Iterable[str]) -> list[str]:
         ids = list(job_ids)

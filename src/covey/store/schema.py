@@ -113,7 +113,8 @@ MIGRATIONS: dict[int, str] = {
     # 3: pipelines. A batch's stages (a fan-out over another stage's output keeps its
     # template until its items are known), what each stage needs, and per job its stage, its
     # instance number and ``done``: ended with its result (logs) recorded, which is what a
-    # dependent waits for. Jobs of flat batches have no stage and never read ``done``.
+    # dependent waits for. Jobs of flat batches have no stage and never read ``done``. A
+    # batch cancelled as a whole makes no more fan-outs.
     3: """
     CREATE TABLE stages (
         batch_id TEXT NOT NULL REFERENCES batches(id),
@@ -134,6 +135,7 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (batch_id, stage, need)
     );
     CREATE INDEX needs_need ON needs(batch_id, need);
+    ALTER TABLE batches ADD COLUMN cancelled INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN stage TEXT;
     ALTER TABLE jobs ADD COLUMN idx INTEGER;
     ALTER TABLE jobs ADD COLUMN done INTEGER NOT NULL DEFAULT 0;

@@ -305,10 +305,27 @@ async def fail_job(
 # -- operators --------------------------------------------------------------------------
 
 
-async def request_cancel(tx: Tx, ids: Sequence[str], now: float) -> GateResult:
+async def request_cancel(
+    tx: Tx, ids: Sequence[str], now: float, batches: Sequence[str] = ()
+) -> tuple[list[str], GateResult]:
     """Mark jobs cancelled-on-request; a job with no attempt in flight (queued, retrying,
     waiting for its needs) ends at once. The gate runs once all are marked: a dependent
-    cancelled with its need is ``cancelled``, not skipped because of it."""
+    cancelled with its need is ``cancelled``, not skipped because of it.
+
+    ``batches`` are cancelled whole: every job they have *now* (read in this transaction,
+    so a fan-out made a moment ago is included) and every fan-out they would make later.
+    Returns the ids of all jobs asked to stop."""
+    ids = list(ids)
+    if batches:
+        marks = ",".join("?" * len(batches))
+        await tx.run(f"UPDATE batches SET cancelled=1 WHERE id IN ({marks})", batches)
+        known = set(ids)
+        rows = await tx.all(
+            f"SELECT id FROM jobs WHERE batch_id IN ({marks}) AND state IN {_CANCELLABLE}"
+            " ORDER BY seq",
+            batches,
+        )
+        ids += [r[0] for r in rows if r[0] not in known]
     ended_now: list[str] = []
     for job_id in ids:
         marked = await tx.changed(
@@ -329,7 +346,7 @@ async def request_cancel(tx: Tx, ids: Sequence[str], now: float) -> GateResult:
     result = GateResult()
     for job_id in ended_now:
         result.merge(await gate.mark_done(tx, job_id, None, now))
-    return result
+    return ids, result
 
 
 async def retry_jobs(tx: Tx, ids: Sequence[str], now: float) -> tuple[list[str], GateResult]:
