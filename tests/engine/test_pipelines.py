@@ -1,0 +1,242 @@
+"""Pipelines on the real engine: word count, fan-outs decided at run time, failure
+propagation, and exactly-once stages across kill -9 of the supervisor (issue 10).
+
+Side effects are counted from a bind-mounted directory each job appends to: what ran is
+what the files say, not what covey recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.engine.covey_env import CoveyEnv, wait_for
+
+pytestmark = pytest.mark.engine
+
+IMAGE = "busybox:latest"
+
+
+def job(name: str, script: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "image": IMAGE, "command": ["sh", "-c", script], **extra}
+
+
+def shared(tmp: Path) -> Path:
+    """A directory the jobs bind-mount at /out (world-writable: jobs may run as anyone)."""
+    out = tmp / "out"
+    out.mkdir(exist_ok=True)
+    os.chmod(out, 0o777)
+    return out
+
+
+def ran(out: Path) -> Counter[str]:
+    """How many times each job said it ran (one line per run in /out/ran)."""
+    path = out / "ran"
+    return Counter(path.read_text().split()) if path.exists() else Counter()
+
+
+BOOK_LINES = 1000
+
+
+def write_book(out: Path) -> int:
+    """A text of BOOK_LINES lines with a random number of words each; its true word count."""
+    rng = random.Random(10)
+    lines = [" ".join(f"w{rng.randrange(1000)}" for _ in range(rng.randrange(1, 12))) for _ in range(BOOK_LINES)]  # fmt: skip
+    (out / "book.txt").write_text("\n".join(lines) + "\n")
+    return sum(len(line.split()) for line in lines)
+
+
+SPLIT = (
+    "cd /data && awk 'NR % 100 == 1 {f = sprintf(\"part.%03d\", NR / 100)} {print > f}'"
+    " book.txt && ls part.*"
+)
+
+
+def word_count(out: Path, **total_extra: Any) -> list[dict[str, Any]]:
+    """The README's pipeline: split, count each part, add the counts from the inputs."""
+    return [
+        job("split", SPLIT, volumes=[f"{out}:/data"]),
+        job(
+            "count",
+            "wc -w < /data/$COVEY_ITEM",
+            needs=["split"],
+            for_each={"output_of": "split"},
+            volumes=[f"{out}:/data:ro"],
+        ),
+        job(
+            "total",
+            "cat /covey/inputs/count/[0-9]* | awk '{s += $1} END {print s}'",
+            needs=["count"],
+            inputs=["count"],
+            **total_extra,
+        ),
+        job("alert", "echo some parts failed", needs={"count": "failed"}),
+    ]
+
+
+def test_word_count_on_one_node(env: CoveyEnv) -> None:
+    out = shared(env.tmp)
+    truth = write_book(out)
+    done = env.covey("batch", env.batch_file("wc.yaml", word_count(out)), "--json", check=False)
+    doc = json.loads(done.stdout)
+    by_name = {j["name"]: j for j in doc["jobs"]}
+    assert by_name["total"]["state"] == "succeeded", done.stderr
+    total = env.query("SELECT id, attempts FROM jobs WHERE name='total'")[0]
+    assert env.logs(f"{total['id']}-{total['attempts']}")["stdout"] == f"{truth}\n".encode()
+    assert sorted(n for n in by_name if n.startswith("count-")) == [f"count-{i}" for i in range(10)]
+    # `alert` waits for a failure that never came: skipped, and skipped is never success
+    assert by_name["alert"]["state"] == "skipped"
+    assert (doc["succeeded"], doc["skipped"], doc["failed"], doc["total"]) == (12, 1, 0, 13)
+    assert done.returncode == 1
+    env.wait_settled(timeout=30)
+    assert env.services() == []
+
+
+@pytest.mark.parametrize("lines", [3, 0])
+def test_a_fan_out_has_one_instance_per_printed_line(env: CoveyEnv, lines: int) -> None:
+    """Decided when the source ends; none printed: none made, and `needs` of it are met."""
+    out = shared(env.tmp)
+    jobs = [
+        job("source", f"seq 1 {lines} | sed 's/^/item-/'; echo; echo '   '"),
+        job(
+            "each",
+            'echo "$COVEY_INDEX $COVEY_ITEM" >> /out/items; echo each >> /out/ran',
+            needs=["source"],
+            for_each={"output_of": "source"},
+            volumes=[f"{out}:/out"],
+        ),
+        job("after", "echo after >> /out/ran", needs=["each"], volumes=[f"{out}:/out"]),
+    ]
+    done = env.covey("batch", env.batch_file("f.yaml", jobs), "--json")
+    doc = json.loads(done.stdout)
+    assert doc["total"] == 2 + lines
+    items = (out / "items").read_text().splitlines() if lines else []
+    assert sorted(items) == [f"{i} item-{i + 1}" for i in range(lines)]
+    assert ran(out) == Counter({"each": lines, "after": 1}) - Counter()
+    shown = json.loads(env.covey("show", "--json", doc["batch"]).stdout)
+    (stage,) = [s for s in shown["stages"] if s["name"] == "each"]
+    assert (stage["size"], stage["items_from"]) == (lines, "source")
+
+
+def test_failure_propagates_by_condition(env: CoveyEnv) -> None:
+    """One map instance fails: `succeeded` dependents are skipped (and theirs), `completed`
+    and `failed` ones run, and with `each` only the failed instance's partner is skipped."""
+    out = shared(env.tmp)
+    vol = {"volumes": [f"{out}:/out"]}
+    jobs = [
+        job("map", '[ "$COVEY_ITEM" != bad ] || exit 3', for_each=["a", "bad", "c"]),
+        job("ok", "echo ok >> /out/ran", needs=["map"], **vol),
+        job("after-ok", "echo after-ok >> /out/ran", needs=["ok"], **vol),
+        job("any", "echo any >> /out/ran", needs={"map": "completed"}, **vol),
+        job("alert", "echo alert >> /out/ran", needs={"map": "failed"}, **vol),
+        job(
+            "pair",
+            "echo pair-$COVEY_INDEX >> /out/ran",
+            needs={"map": "each"},
+            for_each=["x", "y", "z"],
+            **vol,
+        ),  # fmt: skip
+    ]
+    done = env.covey("batch", env.batch_file("p.yaml", jobs), "--json", check=False)
+    assert done.returncode == 1
+    doc = json.loads(done.stdout)
+    states = {j["name"]: j["state"] for j in doc["jobs"]}
+    assert states == {
+        "map-0": "succeeded",
+        "map-1": "failed",
+        "map-2": "succeeded",
+        "ok": "skipped",
+        "after-ok": "skipped",
+        "any": "succeeded",
+        "alert": "succeeded",
+        "pair-0": "succeeded",
+        "pair-1": "skipped",
+        "pair-2": "succeeded",
+    }
+    assert doc["skipped"] == 3
+    errors = {j["name"]: j["error"] for j in doc["jobs"]}
+    assert errors["ok"] == "map-1 failed"
+    assert errors["after-ok"] == "ok skipped"
+    assert errors["pair-1"] == "map-1 failed"
+    assert ran(out) == Counter({"any": 1, "alert": 1, "pair-0": 1, "pair-2": 1})
+    skipped = env.covey("ls", "--state", "skipped", "--json").stdout.splitlines()
+    assert sorted(json.loads(line)["name"] for line in skipped) == ["after-ok", "ok", "pair-1"]
+
+
+def test_retry_reruns_the_failed_and_reopens_what_was_skipped(env: CoveyEnv) -> None:
+    """`covey retry BATCH` after the failure is fixed: the failed job runs again, and the
+    jobs skipped because of it run now."""
+    out = shared(env.tmp)
+    vol = {"volumes": [f"{out}:/out"]}
+    jobs = [
+        job("flaky", "echo flaky >> /out/ran; [ -e /out/fixed ]", **vol),
+        job("next", "echo next >> /out/ran", needs=["flaky"], **vol),
+        job("last", "echo last >> /out/ran", needs=["next"], **vol),
+    ]
+    supervisor = env.supervise()
+    wait_for("the supervisor", lambda: "supervising" in supervisor.logs(), 30)
+    batch = env.submit("-f", env.batch_file("r.yaml", jobs))["batch"]
+    assert env.covey("wait", batch, "--timeout", "60", check=False).returncode == 1
+    assert env.states(batch) == Counter({"failed": 1, "skipped": 2})
+    (out / "fixed").touch()
+    env.covey("retry", batch)
+    assert env.covey("wait", batch, "--timeout", "60", check=False).returncode == 0
+    assert ran(out) == Counter({"flaky": 2, "next": 1, "last": 1})
+
+
+def _kill_and_restart(env: CoveyEnv, supervisor: Any) -> Any:
+    supervisor.kill9()
+    again = env.supervise()
+    wait_for("the new supervisor", lambda: "supervising" in again.logs(), 30)
+    return again
+
+
+def test_kill9_of_the_supervisor_in_map_and_in_reduce_runs_each_job_once(env: CoveyEnv) -> None:
+    """kill -9 while map instances run, again while the reduce runs: every job ran exactly
+    once (counted from the side effects), and the reduce started once, after the map."""
+    out = shared(env.tmp)
+    vol = {"volumes": [f"{out}:/out"]}
+    jobs = [
+        job("source", "seq 1 6"),
+        job(
+            "map",
+            "echo map-$COVEY_INDEX >> /out/ran; sleep 4; cut -d' ' -f1 /proc/uptime >> /out/map-end",
+            needs=["source"],
+            for_each={"output_of": "source"},
+            **vol,
+        ),  # fmt: skip
+        job(
+            "reduce",
+            "cut -d' ' -f1 /proc/uptime > /out/reduce-start; echo reduce >> /out/ran; sleep 4",
+            needs=["map"],
+            **vol,
+        ),  # fmt: skip
+    ]
+    supervisor = env.supervise()
+    wait_for("the supervisor", lambda: "supervising" in supervisor.logs(), 30)
+    batch = env.submit("-f", env.batch_file("k.yaml", jobs))["batch"]
+    wait_for("map running", lambda: sum(ran(out).values()) >= 2, 60)
+    supervisor = _kill_and_restart(env, supervisor)
+    wait_for("reduce running", lambda: ran(out)["reduce"] == 1, 90)
+    supervisor = _kill_and_restart(env, supervisor)
+    assert env.covey("wait", batch, "--timeout", "90", check=False).returncode == 0
+    assert ran(out) == Counter({f"map-{i}": 1 for i in range(6)} | {"reduce": 1})
+    ends = [float(x) for x in (out / "map-end").read_text().split()]
+    assert float((out / "reduce-start").read_text()) > max(ends)
+    env.wait_settled(batch, timeout=30)
+    assert env.services() == []
+
+
+def test_a_pipeline_error_is_refused_before_anything_runs(env: CoveyEnv) -> None:
+    jobs = [job("a", "true", needs=["b"]), job("b", "true", needs=["a"])]
+    path = env.batch_file("bad.yaml", jobs)
+    done = env.covey("batch", path, check=False)
+    assert done.returncode == 125
+    assert done.stderr.startswith(f"covey: {path}:")
+    assert "a cycle: a -> b -> a" in done.stderr
+    assert not env.db.exists() or env.query("SELECT count(*) FROM jobs")[0][0] == 0
