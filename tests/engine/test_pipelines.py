@@ -46,7 +46,10 @@ BOOK_LINES = 1000
 def write_book(out: Path) -> int:
     """A text of BOOK_LINES lines with a random number of words each; its true word count."""
     rng = random.Random(10)
-    lines = [" ".join(f"w{rng.randrange(1000)}" for _ in range(rng.randrange(1, 12))) for _ in range(BOOK_LINES)]  # fmt: skip
+    lines = [
+        " ".join(f"w{rng.randrange(1000)}" for _ in range(rng.randrange(1, 12)))
+        for _ in range(BOOK_LINES)
+    ]
     (out / "book.txt").write_text("\n".join(lines) + "\n")
     return sum(len(line.split()) for line in lines)
 
@@ -140,7 +143,7 @@ def test_failure_propagates_by_condition(env: CoveyEnv) -> None:
             needs={"map": "each"},
             for_each=["x", "y", "z"],
             **vol,
-        ),  # fmt: skip
+        ),
     ]
     done = env.covey("batch", env.batch_file("p.yaml", jobs), "--json", check=False)
     assert done.returncode == 1
@@ -189,6 +192,9 @@ def test_retry_reruns_the_failed_and_reopens_what_was_skipped(env: CoveyEnv) -> 
     assert ran(out) == Counter({"flaky": 2, "next": 1, "last": 1})
 
 
+UPTIME = "cut -d' ' -f1 /proc/uptime"  # the host's clock in 1/100 s (busybox date has no %N)
+
+
 def _kill_and_restart(env: CoveyEnv, supervisor: Any) -> Any:
     supervisor.kill9()
     again = env.supervise()
@@ -205,17 +211,17 @@ def test_kill9_of_the_supervisor_in_map_and_in_reduce_runs_each_job_once(env: Co
         job("source", "seq 1 6"),
         job(
             "map",
-            "echo map-$COVEY_INDEX >> /out/ran; sleep 4; cut -d' ' -f1 /proc/uptime >> /out/map-end",
+            f"echo map-$COVEY_INDEX >> /out/ran; sleep 4; {UPTIME} >> /out/map-end",
             needs=["source"],
             for_each={"output_of": "source"},
             **vol,
-        ),  # fmt: skip
+        ),
         job(
             "reduce",
-            "cut -d' ' -f1 /proc/uptime > /out/reduce-start; echo reduce >> /out/ran; sleep 4",
+            f"{UPTIME} > /out/reduce-start; echo reduce >> /out/ran; sleep 4",
             needs=["map"],
             **vol,
-        ),  # fmt: skip
+        ),
     ]
     supervisor = env.supervise()
     wait_for("the supervisor", lambda: "supervising" in supervisor.logs(), 30)
