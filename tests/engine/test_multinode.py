@@ -206,3 +206,39 @@ async def test_a_drained_node_is_reported_and_its_job_retried(cluster, tmp_path:
             assert first.outcome == "lost"
             assert first.error is not None and "drained" in first.error
             assert results[job_id].node != victim.hostname
+
+
+async def test_pipeline_inputs_cross_nodes_through_the_swarm(cluster, tmp_path: Path) -> None:
+    """The map runs on one node, the reduce is held to another: its inputs (the map's
+    stdout) can only have come through swarm configs, not a shared disk."""
+    from covey import Pipeline
+
+    map_node, reduce_node = cluster.nodes[1].hostname, cluster.nodes[2].hostname
+    numbers = [7, 11, 13, 17, 19, 23, 29, 31]
+    p = Pipeline()
+    p.add(
+        "map",
+        [
+            job(f"echo {n}", constraints=(f"node.hostname=={map_node}",), name=f"map-{i}")
+            for i, n in enumerate(numbers)
+        ],
+    )
+    p.add(
+        "reduce",
+        job(
+            "cat /covey/inputs/map/[0-9]* | awk '{s += $1} END {print s}';"
+            " grep -c '\"state\": \"succeeded\"' /covey/inputs/map/index.json",
+            constraints=(f"node.hostname=={reduce_node}",),
+        ),
+        needs=["map"],
+        inputs=["map"],
+    )
+    async with Client(cluster.docker_host, db=tmp_path / "db") as c:
+        results = {r.name: r async for r in c.run_batch(p)}
+    assert {results[f"map-{i}"].node for i in range(len(numbers))} == {map_node}
+    reduce = results["reduce"]
+    assert reduce.node == reduce_node
+    assert reduce.stdout == f"{sum(numbers)}\n{len(numbers)}\n".encode(), reduce
+    assert no_covey_services(cluster.docker_host)
+    configs = docker(cluster.docker_host, "config", "ls", "-q", "--filter", "label=covey.managed")
+    assert configs.strip() == ""
