@@ -212,6 +212,42 @@ async def test_new_features_work_on_a_migrated_store(tmp_path: Path) -> None:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+async def test_a_pipeline_runs_on_a_migrated_v1_store(tmp_path: Path) -> None:
+    """Schema 3 on a store of covey 0.1: old jobs keep working (no stage: the gate leaves
+    them alone), a pipeline batch waits and is released beside them."""
+    from covey.pipeline import Pipeline
+
+    path = tmp_path / "covey.db"
+    v1_store(path)
+    async with Store.open(path) as store:
+        old = {j.id: j for j in await store.jobs()}
+        assert {j.stage for j in old.values()} == {None}
+        assert await store.stages("b1") == []
+        # an old job ends as before; the gate has nothing to do for it
+        due = await store.due_jobs(time.time(), 10, Scope(None))
+        attempt = await store.begin_attempt(due[0], "swarm")
+        assert attempt is not None
+        end = writes.AttemptEnd(Outcome.SUCCEEDED, 0, None, None, time.time(), "poll")
+        assert await store.finish(attempt, end) is not None
+        await store.save_logs(attempt.id, b"old\n", b"")
+        p = Pipeline()
+        p.add("first", SPEC.with_changes(retry=RetryPolicy()))
+        p.add("second", SPEC, needs={"first": "completed"})
+        batch_id, ids, _ = await store.create_batch(p)
+        first, second = await store.jobs_by_id(ids)
+        assert (first.state, second.state) == (JobState.QUEUED, JobState.WAITING)
+        attempt = await store.begin_attempt(first, "swarm")
+        assert attempt is not None
+        end = writes.AttemptEnd(Outcome.FAILED, 3, None, None, time.time(), "poll")
+        await store.finish(attempt, end)
+        await store.save_logs(attempt.id, b"", b"")
+        after = {j.name: j.state for j in await store.jobs(batch_id=batch_id)}
+        assert after == {"first": JobState.FAILED, "second": JobState.QUEUED}
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT count(*) FROM jobs WHERE done=1").fetchone() == (1,)
+
+
 async def test_a_dead_holder_of_a_migrated_store_is_released(tmp_path: Path) -> None:
     path = tmp_path / "covey.db"
     v1_store(path)
