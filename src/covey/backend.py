@@ -5,16 +5,26 @@ submitter, tracker and reaper never ask which one they drive.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Container, Mapping
+import logging
+from collections.abc import AsyncIterator, Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
 
 from covey.capture import LogRead
-from covey.engine import ATTEMPT_LABEL, Conflict, Engine, NotFound, secret_id
+from covey.engine import (
+    ATTEMPT_LABEL,
+    ConfigRecord,
+    Conflict,
+    Engine,
+    InUse,
+    NotFound,
+    secret_id,
+)
 from covey.errors import EngineError
 from covey.governor import Usage, foreign_usage
+from covey.inputs import InputFile, check_inputs, tar_archive
 from covey.records import NANO, EngineEvent, NodeRecord
 from covey.spec import JobSpec
 from covey.states import (
@@ -45,6 +55,14 @@ NAME_LABEL = "covey.name"
 LOG_OPTIONS = {"max-size": "1t", "max-file": "1", "compress": "false"}
 LOG_DRIVER = "local"
 CONTAINER_POLL = 0.25  # a follower waiting for its task's container
+CONFIGS_AT_ONCE = 8  # concurrent config creates/removes of one attempt
+CONFIG_PREFIX = "config:"  # leftovers(): a config's ident, apart from services'
+EMPTY_TEMPLATE = b"{{/* an empty input file */}}"  # swarm refuses empty configs
+IN_USE_TRIES = 4  # a config named by a service being removed (never seen on 20.10)
+IN_USE_PAUSE = 0.25
+CLEANUP_TIMEOUT = 30.0
+
+log = logging.getLogger("covey")
 
 
 class StartFailed(EngineError):
@@ -83,12 +101,41 @@ def covey_labels(
     }
 
 
+OWN_LABELS = (MANAGED_LABEL, STORE_LABEL, BATCH_LABEL, JOB_LABEL, ATTEMPT_LABEL, NAME_LABEL)
+
+
+def config_name(attempt: AttemptRow, k: int) -> str:
+    """The attempt's k-th input config: ``covey-<attempt id>-in-<k>`` (the service's name
+    with ``-in-<k>`` for covey's own names). Fixed, so a create asked again after a lost
+    reply finds what it made; short, so it stays within swarm's 64 characters whatever the
+    job's ``--name``."""
+    return f"covey-{attempt.id}-in-{k}"
+
+
+def config_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """An input config's labels: covey's own labels of its attempt (not the job's)."""
+    return {k: labels[k] for k in OWN_LABELS if k in labels}
+
+
+def config_reference(name: str, ident: str, f: InputFile) -> dict[str, Any]:
+    """``ContainerSpec.Configs`` entry: the config as read-only file ``/covey/inputs/<path>``."""
+    return {
+        "ConfigName": name,
+        "ConfigID": ident,
+        "File": {"Name": f.target, "UID": "0", "GID": "0", "Mode": 0o444},
+    }
+
+
 class Backend(Protocol):
     mode: str
     engine: Engine
 
     async def create(
-        self, attempt: AttemptRow, spec: JobSpec, labels: Mapping[str, str]
+        self,
+        attempt: AttemptRow,
+        spec: JobSpec,
+        labels: Mapping[str, str],
+        inputs: Sequence[InputFile] = (),
     ) -> str: ...
     async def observe(self, nodes: Mapping[str, NodeRecord]) -> list[Seen]: ...
     async def capacity(self, ours: set[str]) -> tuple[list[NodeRecord], dict[str, Usage]]: ...
@@ -118,6 +165,7 @@ class SwarmBackend:
         self.engine = engine
         self.store_id = store_id
         self._node_id: str | None = None  # the engine's own node (follow_logs)
+        self._made: dict[str, int] = {}  # input configs per attempt this backend created
 
     def event_filters(self) -> dict[str, list[str]]:
         return event_filters(self.store_id)
@@ -176,9 +224,38 @@ class SwarmBackend:
             "Mode": {"Replicated": {"Replicas": 1}},
         }
 
-    async def create(self, attempt: AttemptRow, spec: JobSpec, labels: Mapping[str, str]) -> str:
-        """Create the attempt's service; a create that already happened is adopted, not repeated."""
+    async def create(
+        self,
+        attempt: AttemptRow,
+        spec: JobSpec,
+        labels: Mapping[str, str],
+        inputs: Sequence[InputFile] = (),
+    ) -> str:
+        """Create the attempt's service; a create that already happened is adopted, not repeated.
+
+        Its ``inputs`` become one swarm config each, created first (8 at a time) and named
+        by the service; if anything fails, the configs are removed again before the error
+        is raised (a config the service already uses, after a lost reply, stays: the engine
+        refuses to remove it, and the next try adopts both).
+        """
+        check_inputs(inputs, swarm=True)
         body = await self._service_body(attempt, spec, labels)
+        if not inputs:
+            self._made[attempt.id] = 0
+            return await self._create_service(attempt, body)
+        made = await self._create_configs(attempt, config_labels(labels), inputs)
+        try:
+            body["TaskTemplate"]["ContainerSpec"]["Configs"] = [
+                config_reference(config_name(attempt, k), made[k], f) for k, f in enumerate(inputs)
+            ]
+            ident = await self._create_service(attempt, body)
+        except BaseException:
+            await self._drop_configs(list(made.values()))
+            raise
+        self._made[attempt.id] = len(inputs)
+        return ident
+
+    async def _create_service(self, attempt: AttemptRow, body: Mapping[str, Any]) -> str:
         try:
             return await self.engine.create_service(body)
         except Conflict:
@@ -188,6 +265,104 @@ class SwarmBackend:
                     f"the name {attempt.service!r} is taken by a service covey does not own"
                 ) from None
             return existing.id
+
+    async def _create_configs(
+        self, attempt: AttemptRow, labels: Mapping[str, str], inputs: Sequence[InputFile]
+    ) -> dict[int, str]:
+        """One config per input file, a few at a time: their ids by index. On a failure
+        no new one is started, the ones made are removed, and the first error raised."""
+        made: dict[int, str] = {}
+        failed: list[EngineError] = []
+        todo = iter(enumerate(inputs))
+
+        async def worker() -> None:
+            for k, f in todo:
+                if failed:
+                    return
+                try:
+                    made[k] = await self._create_config(attempt, k, f, labels)
+                except EngineError as exc:
+                    failed.append(exc)
+                    return
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(min(CONFIGS_AT_ONCE, len(inputs))):
+                    tg.start_soon(worker)
+        except BaseException:
+            await self._drop_configs(list(made.values()))
+            raise
+        if failed:
+            await self._drop_configs(list(made.values()))
+            raise failed[0]
+        return made
+
+    async def _create_config(
+        self, attempt: AttemptRow, k: int, f: InputFile, labels: Mapping[str, str]
+    ) -> str:
+        """Create one input config, or adopt the one an earlier try of this create made."""
+        name = config_name(attempt, k)
+        data, template = (f.data, False) if f.data else (EMPTY_TEMPLATE, True)
+        try:
+            return await self.engine.create_config(name, data, labels, template=template)
+        except Conflict:
+            found = await self.engine.config(name)
+            if found.attempt != attempt.id or found.labels.get(STORE_LABEL) != self.store_id:
+                raise EngineError(
+                    f"the name {name!r} is taken by a config covey does not own"
+                ) from None
+            if (found.data, found.template) != (data, template):
+                raise EngineError(
+                    f"config {name!r} of attempt {attempt.id} exists with other data"
+                ) from None
+            return found.id
+
+    async def _drop_configs(self, idents: Sequence[str]) -> None:
+        """Remove configs after a failed create, even when cancelled; errors are only logged
+        (what stays carries this store's label: ``covey prune`` finds it)."""
+        if not idents:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+            try:
+                await self._remove_configs(idents)
+            except EngineError as exc:
+                log.warning("%s (left for `covey prune`)", exc)
+
+    async def _remove_configs(self, idents: Sequence[str]) -> None:
+        """Remove configs, a few at a time; the first error is raised after all were tried."""
+        failed: list[EngineError] = []
+        todo = iter(idents)
+
+        async def worker() -> None:
+            for ident in todo:
+                try:
+                    await self._remove_config(ident)
+                except EngineError as exc:
+                    failed.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(CONFIGS_AT_ONCE, len(idents))):
+                tg.start_soon(worker)
+        if failed:
+            raise failed[0]
+
+    async def _remove_config(self, ident: str) -> bool:
+        """Remove one config; ``False`` when it was already gone. Swarm frees a config as
+        soon as the service naming it is removed (measured: at once, even while the task's
+        container still runs), so :class:`InUse` is asked again only a few times."""
+        for tried in range(1, IN_USE_TRIES + 1):
+            try:
+                return await self.engine.remove_config(ident)
+            except InUse:
+                if tried == IN_USE_TRIES:
+                    raise
+                await anyio.sleep(IN_USE_PAUSE)
+        raise AssertionError("unreachable")
+
+    async def _attempt_configs(self, attempt_id: str) -> list[ConfigRecord]:
+        return await self.engine.configs(
+            {"label": [f"{STORE_LABEL}={self.store_id}", f"{ATTEMPT_LABEL}={attempt_id}"]}
+        )
 
     async def observe(self, nodes: Mapping[str, NodeRecord]) -> list[Seen]:
         """Every task of this store's services, in one ``GET /tasks``."""
@@ -262,14 +437,46 @@ class SwarmBackend:
             await anyio.sleep(CONTAINER_POLL)
 
     async def remove(self, attempt: AttemptRow) -> bool:
-        return await self.engine.remove_service(attempt.engine_id or attempt.service)
+        """Remove the service, then its input configs. ``False``: the service was gone.
+
+        The configs of an attempt this backend created are removed by name; any other
+        attempt's (adopted from another process) are found by one listing, which costs
+        their size again: the engine lists configs with their data.
+        """
+        removed = await self.engine.remove_service(attempt.engine_id or attempt.service)
+        count = self._made.get(attempt.id)
+        if count is None:
+            idents = [c.id for c in await self._attempt_configs(attempt.id)]
+        else:
+            idents = [config_name(attempt, k) for k in range(count)]
+        await self._remove_configs(idents)
+        self._made.pop(attempt.id, None)
+        return removed
 
     async def leftovers(self) -> list[tuple[str, str, str | None]]:
-        services = await self.engine.services({"label": [f"{STORE_LABEL}={self.store_id}"]})
-        return [(s.id, s.name, s.labels.get(ATTEMPT_LABEL)) for s in services]
+        """This store's services, and the input configs of attempts that have no service
+        (any more); a config's ident is ``config:<id>`` (see :meth:`remove_object`)."""
+        label = {"label": [f"{STORE_LABEL}={self.store_id}"]}
+        services = await self.engine.services(label)
+        configs = await self.engine.configs(label)
+        served = {s.labels.get(ATTEMPT_LABEL) for s in services}
+        return [(s.id, s.name, s.labels.get(ATTEMPT_LABEL)) for s in services] + [
+            (CONFIG_PREFIX + c.id, c.name, c.attempt) for c in configs if c.attempt not in served
+        ]
 
     async def remove_object(self, ident: str) -> bool:
-        return await self.engine.remove_service(ident)
+        """Remove a leftover: a config (``config:<id>``), or a service and its input configs."""
+        if ident.startswith(CONFIG_PREFIX):
+            return await self._remove_config(ident.removeprefix(CONFIG_PREFIX))
+        try:
+            service = await self.engine.service(ident)
+        except NotFound:
+            return False  # its configs, if any, are the next listing's leftovers
+        removed = await self.engine.remove_service(ident)
+        attempt = service.labels.get(ATTEMPT_LABEL)
+        if attempt:
+            await self._remove_configs([c.id for c in await self._attempt_configs(attempt)])
+        return removed
 
 
 class ContainerBackend:
@@ -320,11 +527,21 @@ class ContainerBackend:
             body["StopTimeout"] = max(1, int(spec.stop_grace_period))
         return body
 
-    async def create(self, attempt: AttemptRow, spec: JobSpec, labels: Mapping[str, str]) -> str:
+    async def create(
+        self,
+        attempt: AttemptRow,
+        spec: JobSpec,
+        labels: Mapping[str, str],
+        inputs: Sequence[InputFile] = (),
+    ) -> str:
+        """Create and start the attempt's container; its ``inputs`` are copied in (one tar
+        archive, through the API: a remote engine too) between create and start. A
+        container that a lost reply left created but not started gets them again."""
         if spec.secrets:
             raise EngineError("secrets need swarm mode (this engine is not a swarm manager)")
         if spec.constraints:
             raise EngineError("placement constraints need swarm mode")
+        check_inputs(inputs, swarm=False)
         try:
             ident = await self.engine.create_container(attempt.service, self._body(spec, labels))
         except Conflict:
@@ -338,6 +555,8 @@ class ContainerBackend:
                 return ident
         except NotFound as exc:  # docker run's 125 (swarm: rejected), not a start failure
             raise EngineError(f"No such image: {spec.image}") from exc
+        if inputs:
+            await self._copy_inputs(ident, inputs)
         try:
             await self.engine.start_container(ident)
         except NotFound:
@@ -351,6 +570,19 @@ class ContainerBackend:
                 raise StartFailed(str(exc), ident) from None
             raise
         return ident
+
+    async def _copy_inputs(self, ident: str, inputs: Sequence[InputFile]) -> None:
+        """Unpack the inputs into the created container at ``/``; if that fails the
+        container is removed (even when cancelled) before the error is raised."""
+        try:
+            await self.engine.put_archive(ident, "/", tar_archive(inputs))
+        except BaseException:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+                try:
+                    await self.engine.remove_container(ident)
+                except EngineError as exc:
+                    log.warning("%s (left for `covey prune`)", exc)
+            raise
 
     async def observe(self, nodes: Mapping[str, NodeRecord]) -> list[Seen]:
         containers = await self.engine.containers({"label": [f"{STORE_LABEL}={self.store_id}"]})

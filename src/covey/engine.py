@@ -10,10 +10,13 @@ joins stdout and stderr) or mutate their input (``services.create``).
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -36,8 +39,11 @@ ATTEMPT_LABEL = "covey.attempt"
 DEFAULT_TIMEOUT = 30.0
 LOG_CHUNK = 64 * 1024  # bytes read from a log stream at a time
 PING_TIMEOUT = 5.0
+ARCHIVE_TIMEOUT = 120.0  # a PUT of up to 64 MiB of job inputs to a remote engine
 API_VERSION = "v1.41"
+LARGE_BODY = 256 * 1024  # request bodies sent as a stream, in pieces (aiohttp warns at 1 MiB)
 _JSON_HEADERS = {"Content-Type": "application/json"}
+_TAR_HEADERS = {"Content-Type": "application/x-tar"}
 
 
 class NotFound(EngineError):
@@ -46,6 +52,11 @@ class NotFound(EngineError):
 
 class Conflict(EngineError):
     """The name is taken (HTTP 409): for covey's fixed attempt names, a create that already ran."""
+
+
+class InUse(EngineError):
+    """A swarm config (or secret) that a service still names cannot be removed (HTTP 400
+    "... is in use by the following service: ..."); it can be once the service is gone."""
 
 
 class Unavailable(EngineError):
@@ -232,6 +243,34 @@ def container_record(raw: Mapping[str, Any]) -> ContainerRecord:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigRecord:
+    """A swarm config: what covey needs to own and remove it; ``data`` only when one config
+    was read (``GET /configs/{id}``), not from a listing."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    data: bytes | None = None
+    template: bool = False  # its data is a Go template the engine renders per task
+
+    @property
+    def attempt(self) -> str | None:
+        return self.labels.get(ATTEMPT_LABEL)
+
+
+def config_record(raw: Mapping[str, Any], *, data: bool = False) -> ConfigRecord:
+    """Reduce a ``GET /configs`` entry (or ``/configs/{id}``) to a :class:`ConfigRecord`."""
+    spec = raw.get("Spec") or {}
+    return ConfigRecord(
+        id=raw["ID"],
+        name=spec.get("Name", ""),
+        labels=_labels(spec.get("Labels")),
+        data=base64.b64decode(spec.get("Data") or "") if data else None,
+        template=bool((spec.get("Templating") or {}).get("Name")),
+    )
+
+
 NO_ENGINE = (
     "cannot reach the Docker engine: DOCKER_HOST is not set, no docker context names one, and"
     " there is no socket at /run/docker.sock, /var/run/docker.sock or ~/.docker/run/docker.sock;"
@@ -299,6 +338,7 @@ class Engine:
         what: str,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
+        tar: bytes | None = None,
         timeout: float | aiohttp.ClientTimeout | None = DEFAULT_TIMEOUT,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One counted request; errors mapped; the response closed on exit.
@@ -316,14 +356,20 @@ class Engine:
         else:
             client_timeout = aiohttp.ClientTimeout(total=timeout, sock_read=timeout)
             self._timeouts[timeout] = client_timeout
-        data = json.dumps(body) if body is not None else None
+        raw: str | bytes | None = json.dumps(body) if body is not None else None
+        headers = _JSON_HEADERS if raw is not None else None
+        if tar is not None:  # a tar archive (PUT .../archive) instead of a JSON body
+            raw, headers = tar, _TAR_HEADERS
+        data: str | bytes | io.BytesIO | None = raw
+        if raw is not None and len(raw) > LARGE_BODY:  # a config's or an archive's bytes
+            data = io.BytesIO(raw.encode() if isinstance(raw, str) else raw)
         try:
             async with self.docker.session.request(
                 method,
                 self._base + path,
                 params=params,
                 data=data,
-                headers=_JSON_HEADERS if data is not None else None,
+                headers=headers,
                 timeout=client_timeout,
             ) as response:
                 if response.status >= 400:
@@ -350,10 +396,11 @@ class Engine:
         what: str,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
+        tar: bytes | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> Any:
         async with self._response(
-            method, path, what=what, params=params, body=body, timeout=timeout
+            method, path, what=what, params=params, body=body, tar=tar, timeout=timeout
         ) as response:
             try:
                 raw = await response.read()
@@ -476,6 +523,48 @@ class Engine:
     ) -> AsyncIterator[tuple[int, bytes]]:
         return self._follow(f"services/{ident}/logs", f"logs of {ident}", follow)
 
+    # -- configs (job inputs, swarm mode) ---------------------------------------------------
+
+    async def create_config(
+        self, name: str, data: bytes, labels: Mapping[str, str], *, template: bool = False
+    ) -> str:
+        """Create a swarm config; ``template``: its data is a Go template the engine renders
+        for each task (covey's only use: an empty file, which plain configs cannot be)."""
+        body: dict[str, Any] = {
+            "Name": name,
+            "Labels": dict(labels),
+            "Data": base64.b64encode(data).decode("ascii"),
+        }
+        if template:
+            body["Templating"] = {"Name": "golang"}
+        raw = await self._json("POST", "configs/create", what=f"create config {name}", body=body)
+        return str(raw["ID"])
+
+    async def config(self, ident: str) -> ConfigRecord:
+        """One config, by id or by name, with its data."""
+        raw = await self._json("GET", f"configs/{ident}", what=f"config {ident}")
+        return config_record(raw, data=True)
+
+    async def configs(self, filters: Mapping[str, list[str]]) -> list[ConfigRecord]:
+        """The configs that match (the engine sends each one's data too: this costs about
+        4/3 of their size in transfer)."""
+        raw = await self._json(
+            "GET", "configs", what="configs", params={"filters": json.dumps(filters)}
+        )
+        return [config_record(c) for c in raw or []]
+
+    async def remove_config(self, ident: str) -> bool:
+        """Remove; ``False`` when it was already gone; :class:`InUse` while a service names it."""
+        try:
+            await self._json("DELETE", f"configs/{ident}", what=f"remove config {ident}")
+        except NotFound:
+            return False
+        except EngineError as exc:
+            if "in use" in str(exc) and not isinstance(exc, Unavailable):
+                raise InUse(str(exc)) from None
+            raise
+        return True
+
     # -- containers (container mode) ----------------------------------------------------
 
     async def create_container(self, name: str, body: Mapping[str, Any]) -> str:
@@ -539,6 +628,18 @@ class Engine:
         self, ident: str, *, follow: bool = True
     ) -> AsyncIterator[tuple[int, bytes]]:
         return self._follow(f"containers/{ident}/logs", f"logs of {ident}", follow)
+
+    async def put_archive(self, ident: str, path: str, tar: bytes) -> None:
+        """Unpack an uncompressed tar archive into a container's filesystem at ``path``
+        (``PUT /containers/{id}/archive``); the container may be created and not started."""
+        await self._json(
+            "PUT",
+            f"containers/{ident}/archive",
+            what=f"copy files into container {ident}",
+            params={"path": path},
+            tar=tar,
+            timeout=ARCHIVE_TIMEOUT,
+        )
 
     async def image_exists(self, image: str) -> bool:
         try:

@@ -17,6 +17,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from covey import adoption
 from covey.backend import StartFailed, covey_labels
+from covey.inputs import InputFile
 from covey.context import Context, Live, demand_of, log
 from covey.errors import EngineError
 from covey.retrying import retry
@@ -54,9 +55,11 @@ async def _create(ctx: Context, live: Live) -> None:
         ctx.counters.api_errors += 1
         log.info("create %s: engine unavailable (%s), retrying", live.attempt.service, exc)
 
+    # a pipeline job's inputs: what the jobs it needs printed (read once, at its first create)
+    inputs = [InputFile(path, data) for path, data in await ctx.store.inputs_for(live.job)]
     try:
         engine_id = await retry(
-            lambda: ctx.backend.create(live.attempt, live.spec, labels),
+            lambda: ctx.backend.create(live.attempt, live.spec, labels, inputs),
             what=f"create {live.attempt.service}",
             give_up_after=ctx.options.engine_timeout,
             stop=lambda: live.stop_reason is not None,

@@ -22,7 +22,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, TextIO
 
-TERMINAL = {"succeeded", "failed", "timed_out", "rejected", "lost", "cancelled"}
+import covey.states
+
+TERMINAL = {s.value for s in covey.states.TERMINAL}
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.2) -> Any:

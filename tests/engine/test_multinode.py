@@ -227,7 +227,7 @@ async def test_pipeline_inputs_cross_nodes_through_the_swarm(cluster, tmp_path: 
         "reduce",
         job(
             "cat /covey/inputs/map/[0-9]* | awk '{s += $1} END {print s}';"
-            " grep -c '\"state\": \"succeeded\"' /covey/inputs/map/index.json",
+            ' grep -c \'"state": "succeeded"\' /covey/inputs/map/index.json',
             constraints=(f"node.hostname=={reduce_node}",),
         ),
         needs=["map"],

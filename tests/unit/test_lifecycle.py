@@ -165,7 +165,9 @@ def test_sql_in_quotes_and_sorts() -> None:
     # the same set gives the same text whatever its order (the guards are cached strings)
     states = list(JobState)
     assert sql_in(states) == sql_in(reversed(states)) == sql_in(set(states))
-    assert sql_in(TERMINAL) == ("('cancelled','failed','lost','rejected','skipped','succeeded','timed_out')")
+    assert sql_in(TERMINAL) == (
+        "('cancelled','failed','lost','rejected','skipped','succeeded','timed_out')"
+    )
 
 
 def test_sql_in_is_what_sqlite_reads_as_strings() -> None:

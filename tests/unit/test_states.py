@@ -340,7 +340,8 @@ def test_terminal_job_states() -> None:
         "cancelled",
         "skipped",
     }
-    for state in (JobState.WAITING, JobState.QUEUED, JobState.PENDING, JobState.RUNNING, JobState.RETRYING):
+    waiting, queued, pending = JobState.WAITING, JobState.QUEUED, JobState.PENDING
+    for state in (waiting, queued, pending, JobState.RUNNING, JobState.RETRYING):
         assert not state.terminal
 
 
