@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -246,3 +247,22 @@ def test_a_pipeline_error_is_refused_before_anything_runs(env: CoveyEnv) -> None
     assert done.stderr.startswith(f"covey: {path}:")
     assert "a cycle: a -> b -> a" in done.stderr
     assert not env.db.exists() or env.query("SELECT count(*) FROM jobs")[0][0] == 0
+
+
+def test_the_readme_word_count_runs_as_written(env: CoveyEnv) -> None:
+    """The README's pipeline, pasted: its shell lines make the book and the batch file (in a
+    directory of this test instead of /tmp/wc), then `covey batch` as the README says."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Pipelines", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("\n```", 1)[0]
+    setup = block.split("\ncovey batch", 1)[0]
+    here = shared(env.tmp)
+    script = setup.replace("/tmp/wc", str(here))
+    subprocess.run(["bash", "-euc", script], check=True, timeout=30)
+    done = env.covey("batch", str(here / "wc.yaml"), "--json", check=False)
+    doc = json.loads(done.stdout)
+    assert (done.returncode, doc["total"], doc["succeeded"], doc["skipped"]) == (1, 13, 12, 1)
+    assert env.covey("logs", "total").stdout == "4000\n"
+    shown = env.covey("show", doc["batch"]).stdout
+    for stage in ("split", "count", "total", "alert"):
+        assert stage in shown

@@ -38,14 +38,15 @@ async def run(
     outcome: Outcome = Outcome.SUCCEEDED,
     stdout: bytes = b"",
     code: int | None = None,
+    cap: int = 1 << 20,
 ) -> None:
-    """One attempt of ``job``, ended with ``outcome``, its logs saved."""
+    """One attempt of ``job``, ended with ``outcome``, its logs saved (capped to ``cap``)."""
     attempt = await store.begin_attempt(job, "swarm")
     assert attempt is not None, job
     exit_code = code if code is not None else (0 if outcome is Outcome.SUCCEEDED else 1)
     end = AttemptEnd(outcome, exit_code, None, None, time.time(), "poll")
     assert await store.finish(attempt, end) is not None
-    await store.save_logs(attempt.id, stdout, b"")
+    await store.save_logs(attempt.id, stdout, b"", cap)
 
 
 def word_count() -> Pipeline:
@@ -115,6 +116,7 @@ async def test_a_failed_need_skips_the_dependents_and_theirs(store: Store) -> No
         ([Outcome.SUCCEEDED, Outcome.FAILED], JobState.QUEUED),
         ([Outcome.SUCCEEDED, Outcome.LOST], JobState.QUEUED),
         ([Outcome.SUCCEEDED, Outcome.CANCELLED], JobState.SKIPPED),
+        ([Outcome.REJECTED, Outcome.SUCCEEDED], JobState.QUEUED),
     ],
 )
 async def test_failed_condition_runs_only_after_a_failure(
@@ -209,6 +211,18 @@ async def test_a_failed_source_skips_the_fan_out_and_what_needs_it(store: Store)
     assert (open_ids, unresolved) == ([], 0)
     (stage,) = [s for s in await store.stages(batch_id) if s.name == "count"]
     assert stage.skipped == "split failed"
+
+
+async def test_a_source_cut_at_the_log_cap_makes_no_fan_out(store: Store) -> None:
+    """Its items would be wrong (only the tail of the lines): none are made, and what needs
+    the stage is skipped with the reason."""
+    batch_id, _, _ = await store.create_batch(word_count())
+    jobs = await jobs_by_name(store, batch_id)
+    await run(store, jobs["split"], stdout=b"".join(b"part.%03d\n" % i for i in range(100)), cap=64)
+    after = await jobs_by_name(store, batch_id)
+    assert not any(name.startswith("count-") for name in after)
+    assert "cut at the log cap" in (after["total"].error or "")
+    assert after["total"].state is JobState.SKIPPED
 
 
 async def test_cancel_ends_waiting_jobs_at_once(store: Store) -> None:
