@@ -17,9 +17,9 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from covey import adoption
 from covey.backend import StartFailed, covey_labels
-from covey.inputs import InputFile
 from covey.context import Context, Live, demand_of, log
 from covey.errors import EngineError
+from covey.inputs import InputFile
 from covey.retrying import retry
 from covey.states import JobState, Observation, Outcome, Phase
 from covey.store import JobRow, attempt_id
