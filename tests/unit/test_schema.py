@@ -234,7 +234,8 @@ async def test_a_pipeline_runs_on_a_migrated_v1_store(tmp_path: Path) -> None:
         p.add("first", SPEC.with_changes(retry=RetryPolicy()))
         p.add("second", SPEC, needs={"first": "completed"})
         batch_id, ids, _ = await store.create_batch(p)
-        first, second = await store.jobs_by_id(ids)
+        by_name = {j.name: j for j in await store.jobs_by_id(ids)}
+        first, second = by_name["first"], by_name["second"]
         assert (first.state, second.state) == (JobState.QUEUED, JobState.WAITING)
         attempt = await store.begin_attempt(first, "swarm")
         assert attempt is not None

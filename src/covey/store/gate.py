@@ -78,7 +78,7 @@ async def after_done(
 ) -> GateResult:
     """Apply the gate for stages whose instances became done (``(stage, idx)``; ``idx``
     ``None``: the whole stage, e.g. a fan-out resolved to nothing), until nothing changes."""
-    result = GateResult()
+    judge = _Judge(tx, batch_id, now)
     work = list(done)
     while work:
         stage, idx = work.pop()
@@ -86,40 +86,90 @@ async def after_done(
             "SELECT stage, condition FROM needs WHERE batch_id=? AND need=?", (batch_id, stage)
         ):
             cond = Condition(condition)
-            if await _fan_out(tx, batch_id, dep, stage, now, result):
+            if await _fan_out(tx, batch_id, dep, stage, now, judge.result):
                 work.append((dep, None))  # resolved to no instances, or skipped whole
             pick = idx if cond is Condition.EACH else None
-            for job_id, job_idx in await _waiting(tx, batch_id, dep, pick):
-                judged, why = await _judge(tx, batch_id, dep, job_idx)
-                if judged is Verdict.MET:
-                    await _move(tx, job_id, JobState.QUEUED, now, "needs met")
-                    result.queued.append(job_id)
-                elif judged is Verdict.NEVER:
-                    await _move(tx, job_id, JobState.SKIPPED, now, why)
-                    result.skipped.append(job_id)
-                    work.append((dep, job_idx))
-    return result
+            work += await judge.decide(dep, await _waiting(tx, batch_id, dep, pick))
+    return judge.result
 
 
 async def judge_reopened(tx: Tx, batch_id: str, job_ids: Sequence[str], now: float) -> GateResult:
     """Judge jobs put back to ``waiting`` (``covey retry``): release, skip, or leave waiting."""
-    result = GateResult()
+    judge = _Judge(tx, batch_id, now)
     skipped: list[tuple[str, int | None]] = []
+    by_stage: dict[str, list[tuple[str, int | None]]] = {}
     for job_id in job_ids:
         row = await tx.one("SELECT stage, idx FROM jobs WHERE id=? AND state='waiting'", (job_id,))
-        if row is None:
-            continue
-        judged, why = await _judge(tx, batch_id, row[0], row[1])
-        if judged is Verdict.MET:
-            await _move(tx, job_id, JobState.QUEUED, now, "needs met")
-            result.queued.append(job_id)
-        elif judged is Verdict.NEVER:
-            await _move(tx, job_id, JobState.SKIPPED, now, why)
-            result.skipped.append(job_id)
-            skipped.append((row[0], row[1]))
+        if row is not None:
+            by_stage.setdefault(row[0], []).append((job_id, row[1]))
+    for stage, jobs in by_stage.items():
+        skipped += await judge.decide(stage, jobs)
     if skipped:
-        result.merge(await after_done(tx, batch_id, skipped, now))
-    return result
+        judge.result.merge(await after_done(tx, batch_id, skipped, now))
+    return judge.result
+
+
+class _Judge:
+    """One gate pass: decides waiting jobs of a stage, reading each need's view once (the
+    same for every candidate of a stage, except ``each`` needs, read per instance)."""
+
+    def __init__(self, tx: Tx, batch_id: str, now: float) -> None:
+        self.tx = tx
+        self.batch_id = batch_id
+        self.now = now
+        self.result = GateResult()
+        self._needs: dict[str, list[tuple[str, Condition]]] = {}
+        self._views: dict[tuple[str, int | None], StageView] = {}
+
+    async def decide(
+        self, stage: str, candidates: Sequence[tuple[str, int | None]]
+    ) -> list[tuple[str, int | None]]:
+        """Release or skip each candidate (a waiting job of ``stage``) whose needs say so;
+        returns the ``(stage, idx)`` of those skipped (they are done: the gate goes on)."""
+        queued: list[str] = []
+        skipped: list[tuple[str, int | None]] = []
+        for job_id, idx in candidates:
+            judged, why = await self._judge(stage, idx)
+            if judged is Verdict.MET:
+                queued.append(job_id)
+            elif judged is Verdict.NEVER:
+                await _move(self.tx, job_id, JobState.SKIPPED, self.now, why)
+                self.result.skipped.append(job_id)
+                skipped.append((stage, idx))
+        if skipped:  # this stage's views changed (for a stage that needs it)
+            self._views = {k: v for k, v in self._views.items() if k[0] != stage}
+        if queued:
+            await self.tx.many(
+                "UPDATE jobs SET state='queued', updated=? WHERE id=?",
+                [(self.now, j) for j in queued],
+            )
+            await self.tx.many(
+                "INSERT INTO transitions(job_id, state, at, source, detail)"
+                " VALUES (?, 'queued', ?, 'covey', 'needs met')",
+                [(j, self.now) for j in queued],
+            )
+            self.result.queued += queued
+        return skipped
+
+    async def _judge(self, stage: str, idx: int | None) -> tuple[Verdict, str | None]:
+        """All needs of instance ``idx`` of ``stage``."""
+        needs = self._needs.get(stage)
+        if needs is None:
+            rows = await self.tx.all(
+                "SELECT need, condition FROM needs WHERE batch_id=? AND stage=?",
+                (self.batch_id, stage),
+            )
+            needs = self._needs[stage] = [(r[0], Condition(r[1])) for r in rows]
+        verdicts = []
+        for need, cond in needs:
+            key = (need, idx if cond is Condition.EACH else None)
+            view = self._views.get(key)
+            if view is None:
+                view = self._views[key] = await _view(self.tx, self.batch_id, *key)
+            verdicts.append(verdict(cond, view, need))
+            if verdicts[-1][0] is Verdict.NEVER:
+                break
+        return combine(verdicts)
 
 
 async def _waiting(
@@ -150,20 +200,6 @@ async def _move(tx: Tx, job_id: str, state: JobState, now: float, why: str | Non
         "INSERT INTO transitions(job_id, state, at, source, detail) VALUES (?,?,?,'covey',?)",
         (job_id, state.value, now, why),
     )
-
-
-async def _judge(tx: Tx, batch_id: str, stage: str, idx: int | None) -> tuple[Verdict, str | None]:
-    """All needs of instance ``idx`` of ``stage``."""
-    verdicts = []
-    for need, condition in await tx.all(
-        "SELECT need, condition FROM needs WHERE batch_id=? AND stage=?", (batch_id, stage)
-    ):
-        cond = Condition(condition)
-        view = await _view(tx, batch_id, need, idx if cond is Condition.EACH else None)
-        verdicts.append(verdict(cond, view, need))
-        if verdicts[-1][0] is Verdict.NEVER:
-            break
-    return combine(verdicts)
 
 
 async def _view(tx: Tx, batch_id: str, stage: str, idx: int | None) -> StageView:
