@@ -266,3 +266,32 @@ def test_the_readme_word_count_runs_as_written(env: CoveyEnv) -> None:
     shown = env.covey("show", doc["batch"]).stdout
     for stage in ("split", "count", "total", "alert"):
         assert stage in shown
+
+
+def test_inputs_over_the_limit_are_refused_and_leave_nothing(env: CoveyEnv) -> None:
+    """One map instance printed more than a swarm config holds: the reduce ends rejected,
+    naming the file, the size and the way out; nothing of it reached the engine."""
+    jobs = [
+        job("big", "head -c 1100000 /dev/zero | tr '\\\\0' x"),
+        job("small", "echo 5"),
+        job("reduce", "cat /covey/inputs/*/0", needs=["big", "small"], inputs=["big", "small"]),
+    ]
+    done = env.covey(
+        "batch", env.batch_file("big.yaml", jobs), "--json", "--log-cap", "2M", check=False
+    )
+    assert done.returncode == 1
+    by_name = {j["name"]: j for j in json.loads(done.stdout)["jobs"]}
+    assert by_name["big"]["state"] == "succeeded"
+    reduce = by_name["reduce"]
+    assert reduce["state"] == "rejected", reduce
+    assert "big/0" in reduce["error"] and "1,023,999" in reduce["error"], reduce["error"]
+    assert "shared volume" in reduce["error"]
+    assert env.query("SELECT count(*) FROM attempts WHERE engine_id IS NOT NULL AND job_id=?",
+                     (reduce["id"],))[0][0] == 0  # fmt: skip
+    env.wait_settled(timeout=30)
+    assert env.services() == []
+    configs = subprocess.run(
+        ["docker", "config", "ls", "-q", "--filter", f"label=covey.store={env.store_id}"],
+        env=env.environ, capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    assert configs.split() == []
