@@ -5,6 +5,7 @@ Examples::
     python -m bench                      # full run on a private engine named "bench"
     python -m bench --smoke              # N=6, sequential N=2, scale 200 jobs: < 60 s
     python -m bench --docker-host unix:///path/docker.sock --n 50 --variants true
+    python -m bench --only pipelines     # only the pipeline benchmark; merged into the results
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS_SCHEMA, baselines, covey_run, harness, minimal, report, scale
+from bench import RESULTS_SCHEMA, baselines, covey_run, harness, minimal, pipelines, report, scale
 from bench.api import Docker, socket_path
 from bench.proxy import ProxyProcess
 from covey.context import AUTO_PER_CPU
@@ -39,6 +40,8 @@ ENGINE_APPROACHES = (
 )
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
 WARMUP = 40
+PARTS = ("fanout", "scale", "pipelines")
+SMOKE_PIPELINES = "chains,mapreduce,map"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -62,7 +65,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=10_000,
         help="jobs tracked at once in the simulation (10000; larger batches run in windows)",
     )
-    p.add_argument("--smoke", action="store_true", help="N=6, sequential N=2, scale 200, true only")
+    p.add_argument(
+        "--pipelines",
+        default=",".join(pipelines.KINDS),
+        help="pipeline runs: chains, chains-capped, mapreduce, map; comma list ('' skips)",
+    )
+    p.add_argument("--map-n", type=int, help="map instances of mapreduce and map (1000)")
+    p.add_argument("--chains", type=int, help="chains a_i -> b_i (100)")
+    p.add_argument(
+        "--only",
+        help="measure only these parts (fanout, scale, pipelines; comma list); the other parts "
+        "of an existing results.json in --out are kept",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="N=6, sequential N=2, scale 200, true only; pipelines: 5 chains, map of 50",
+    )
     p.add_argument("--docker-host", help="use this engine (unix://); default: start 'bench'")
     p.add_argument("--engine-name", default="bench", help="name for scripts/engine.sh")
     p.add_argument("--keep-engine", action="store_true", help="leave the private engine up")
@@ -79,6 +98,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.n, args.sequential_n, args.scale = min(args.n, 6), 2, "200"
         if not any(a.startswith("--variants") for a in argv):
             args.variants = "true"
+        if not any(a.startswith("--pipelines") for a in argv):
+            args.pipelines = SMOKE_PIPELINES
+    args.map_n = args.map_n or (50 if args.smoke else 1000)
+    args.chains = args.chains or (5 if args.smoke else 100)
+    if args.only is not None:
+        only = {part for part in args.only.split(",") if part}
+        unknown = only - set(PARTS)
+        if unknown:
+            p.error(f"--only: unknown part {sorted(unknown)[0]!r} (choose from {', '.join(PARTS)})")
+        if "fanout" not in only:
+            args.approaches = ""
+        if "scale" not in only:
+            args.scale = ""
+        if "pipelines" not in only:
+            args.pipelines = ""
+    for kind in filter(None, args.pipelines.split(",")):
+        if kind not in pipelines.KINDS:
+            p.error(f"--pipelines: unknown {kind!r} (choose from {', '.join(pipelines.KINDS)})")
     args.out = args.out or (DEFAULT_RESULTS / "smoke" if args.smoke else DEFAULT_RESULTS)
     if args.markdown is None and not args.smoke and args.out == DEFAULT_RESULTS:
         args.markdown = DEFAULT_RESULTS.parent.parent / "BENCHMARKS.md"
@@ -125,7 +162,9 @@ async def _approach(
     return await baselines.APPROACHES[name](via, ctx["run_id"], n, command)
 
 
-async def measure(args: argparse.Namespace, docker_host: str, work: Path) -> dict[str, Any]:
+async def measure(
+    args: argparse.Namespace, docker_host: str, work: Path, command: str
+) -> dict[str, Any]:
     run_id = secrets.token_hex(4)
     engine_socket = socket_path(docker_host)
     variants = [v for v in args.variants.split(",") if v]
@@ -155,7 +194,7 @@ async def measure(args: argparse.Namespace, docker_host: str, work: Path) -> dic
             }
             # A fresh engine is slow for its first few dozen services: warm it up with as
             # many jobs as run at once, or the first approach measured pays for it.
-            warmup = min(WARMUP, args.n)
+            warmup = min(WARMUP, args.n if names else args.chains)
             print(f"bench: warm-up ({warmup} jobs)", flush=True)
             await baselines.ceiling(via, run_id, warmup, ["true"], "warmup")
             await harness.quiesce(direct, run_id)
@@ -193,8 +232,57 @@ async def measure(args: argparse.Namespace, docker_host: str, work: Path) -> dic
             follower.cancel()
             info["loadavg_end"] = os.getloadavg()
             info["die_stream_drops"] = die.dropped
+            piped = await measure_pipelines(args, ctx, direct, work, command, info)
     report.add_ratios(runs)
-    return {"run_id": run_id, "machine": info, "runs": runs}
+    out: dict[str, Any] = {"run_id": run_id, "machine": info, "runs": runs}
+    if piped is not None:
+        out["pipelines"] = piped
+    return out
+
+
+async def measure_pipelines(
+    args: argparse.Namespace,
+    ctx: dict[str, Any],
+    direct: Docker,
+    work: Path,
+    command: str,
+    info: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The pipeline runs (``bench/pipelines.py``), one after another, each on a quiet engine."""
+    kinds = [k for k in args.pipelines.split(",") if k]
+    if not kinds:
+        return None
+    run_id = ctx["run_id"]
+    proxy: ProxyProcess = ctx["proxy"]
+    section: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "code": harness.code_version(),
+        "machine": {**info, "loadavg_start": os.getloadavg()},
+        "config": {"chains": args.chains, "map_n": args.map_n, "kinds": kinds},
+        "runs": [],
+    }
+    events = pipelines.EngineEvents(run_id)
+    async with events.following(direct):
+        for kind in kinds:
+            await harness.quiesce(direct, run_id)
+            await proxy.reset()
+            n = args.chains if kind.startswith("chains") else args.map_n
+            cap = args.covey_max_concurrent
+            if kind == "chains":
+                cap = 2 * n  # every job may run at once: a released dependent never waits
+            load = os.getloadavg()
+            print(f"bench: pipeline {kind} (n={n}) ...", flush=True)
+            result = await pipelines.run(
+                kind, n, proxy=proxy, run_id=run_id, workdir=work, events=events, max_concurrent=cap
+            )
+            result.update(loadavg_before=load, loadavg_after=os.getloadavg())
+            print(f"bench: pipeline {kind}: {report.pipeline_line(result)}", flush=True)
+            section["runs"].append(result)
+        await harness.quiesce(direct, run_id)
+    section["machine"]["loadavg_end"] = os.getloadavg()
+    section["event_stream_drops"] = events.dropped
+    return section
 
 
 def run_scale(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
@@ -233,6 +321,23 @@ def rewrite(args: argparse.Namespace) -> int:
     return 0
 
 
+def merge(results: dict[str, Any], previous: Path, only: str) -> dict[str, Any]:
+    """``--only``: the parts measured now replace theirs in the results file found there;
+    the others (and the header that describes them) stay as they were measured."""
+    if not previous.exists():
+        return results
+    old = json.loads(previous.read_text())
+    parts = set(only.split(","))
+    if "fanout" in parts:
+        return {**old, **{k: v for k, v in results.items() if k != "scale" or "scale" in parts}}
+    merged = dict(old)
+    if "scale" in parts:
+        merged["scale"] = results["scale"]
+    if "pipelines" in parts and "pipelines" in results:
+        merged["pipelines"] = results["pipelines"]
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -240,10 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         return rewrite(args)
     started = datetime.datetime.now(datetime.UTC)
+    command = "python -m bench " + shlex.join(argv) if argv else "python -m bench"
     results: dict[str, Any] = {
         "schema": RESULTS_SCHEMA,
         "date": started.isoformat(timespec="seconds"),
-        "command": "python -m bench " + shlex.join(argv) if argv else "python -m bench",
+        "command": command,
         "smoke": args.smoke,
         "code": harness.code_version(),
         "config": {
@@ -262,13 +368,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="covey-bench-") as tmp:
         work = Path(tmp)
-        if args.approaches.strip():
+        if args.approaches.strip() or args.pipelines.strip():
             if args.docker_host:
-                results.update(asyncio.run(measure(args, args.docker_host, work)))
+                results.update(asyncio.run(measure(args, args.docker_host, work, command)))
             else:
                 with harness.private_engine(args.engine_name, keep=args.keep_engine) as host:
-                    results.update(asyncio.run(measure(args, host, work)))
+                    results.update(asyncio.run(measure(args, host, work, command)))
         results["scale"] = run_scale(args, work)
+    if args.only is not None:
+        results = merge(results, args.out / "results.json", args.only)
     results["targets"] = report.targets(results)
     results["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     path = report.write_json(results, args.out)

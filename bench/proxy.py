@@ -10,7 +10,9 @@ Run as its own process so its CPU is neither the benchmark's nor covey's::
     python -m bench.proxy --listen /tmp/p.sock --upstream /path/docker.sock
 
 It prints ``ready`` once it listens. ``GET /__bench/counts`` returns the counts since the last
-``POST /__bench/reset`` (these two are answered by the proxy and not counted).
+``POST /__bench/reset``, ``GET /__bench/log`` every request since then as ``[time, key]``
+(wall clock when its head arrived; the pipeline benchmark times its stages with it); these
+three are answered by the proxy and not counted.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -62,6 +66,7 @@ class Proxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.counts: Counter[str] = Counter()
+        self.log: list[tuple[float, str]] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_writer: asyncio.StreamWriter | None = None
@@ -78,7 +83,9 @@ class Proxy:
                 if up_writer is None:
                     up_reader, up_writer = await asyncio.open_unix_connection(self.upstream)
                     pump = asyncio.create_task(pipe(up_reader, writer))
-                self.counts[request_key(method, target)] += 1
+                key = request_key(method, target)
+                self.counts[key] += 1
+                self.log.append((time.time(), key))
                 up_writer.write(head)
                 await forward_body(head, reader, up_writer)
                 await up_writer.drain()
@@ -97,7 +104,10 @@ class Proxy:
     async def _control(self, method: str, target: str, writer: asyncio.StreamWriter) -> None:
         if target.startswith(CONTROL + "reset") and method == "POST":
             self.counts.clear()
+            self.log.clear()
             body = b"{}"
+        elif target.startswith(CONTROL + "log"):
+            body = json.dumps(self.log).encode()
         else:
             body = json.dumps(dict(self.counts)).encode()
         writer.write(
@@ -227,20 +237,24 @@ class ProxyProcess:
     def docker_host(self) -> str:
         return f"unix://{self.listen}"
 
-    async def _control(self, method: str, what: str) -> dict[str, int]:
+    async def _control(self, method: str, what: str) -> Any:
         connector = aiohttp.UnixConnector(path=self.listen)
         async with (
             aiohttp.ClientSession(connector=connector) as session,
             session.request(method, f"http://proxy{CONTROL}{what}") as resp,
         ):
-            data: dict[str, int] = await resp.json()
-            return data
+            return await resp.json()
 
     async def reset(self) -> None:
         await self._control("POST", "reset")
 
     async def counts(self) -> dict[str, int]:
-        return await self._control("GET", "counts")
+        data: dict[str, int] = await self._control("GET", "counts")
+        return data
+
+    async def request_log(self) -> list[tuple[float, str]]:
+        """Every request since the last reset: (wall time its head arrived, key)."""
+        return [(float(t), str(k)) for t, k in await self._control("GET", "log")]
 
 
 def main() -> None:

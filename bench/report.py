@@ -89,6 +89,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             ),
             _target("covey CPU <= 2 ms per job", v, c["cpu_ms_per_job"], 2.0, at_least=False),
         ]
+    out += pipeline_targets(results.get("pipelines"))
     for s in results.get("scale", []):
         if s.get("n") == 10_000:
             rss = s.get("rss_all_tracked_bytes")
@@ -300,6 +301,8 @@ def write_markdown(results: dict[str, Any], path: Path, out: Path) -> None:
         lines += ["", f"![completions over time]({_rel(out / 'completions.png', path)})"]
     if results.get("scale"):
         lines += _scale_table(results)
+    if results.get("pipelines"):
+        lines += _pipeline_section(results["pipelines"], results)
     lines += ["", "## Targets", "", "| target | variant | value | met |", "|---|---|---:|---|"]
     for t in results.get("targets", []):
         met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
@@ -337,8 +340,190 @@ leaves its containers behind on Engine 20.10 (moby 42789/44312): they are remove
 measurement."""
 
 
+ADMISSION_LIMIT_MS = 200.0
+REDUCE_LIMIT_S = 1.0
+PIPELINE_LABELS = {
+    "chains": "chains, every job may run at once",
+    "chains-capped": "chains, covey's default cap",
+    "mapreduce": "split + map + reduce",
+    "map": "split + map alone (reference)",
+}
+
+
+def _pipeline_run(section: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    runs: list[dict[str, Any]] = (section or {}).get("runs", [])
+    return next((r for r in runs if r["kind"] == kind), None)
+
+
+def pipeline_targets(section: dict[str, Any] | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    chains = _pipeline_run(section, "chains")
+    if chains is not None:
+        out.append(
+            _target(
+                f"dependent admitted <= {ADMISSION_LIMIT_MS:.0f} ms (p50) after its last need"
+                " is recorded",
+                "chains",
+                chains["admission"]["need_ended_to_admitted_ms"]["p50"],
+                ADMISSION_LIMIT_MS,
+                at_least=False,
+            )
+        )
+    mr = _pipeline_run(section, "mapreduce")
+    if mr is not None and "reduce" in mr:
+        out.append(
+            _target(
+                f"map + reduce <= map + reduce's run + {REDUCE_LIMIT_S:.0f} s (overhead, s)",
+                f"N={mr['n']}",
+                round(mr["reduce"]["overhead_s"], 3),
+                REDUCE_LIMIT_S,
+                at_least=False,
+            )
+        )
+    return out
+
+
+def pipeline_line(r: dict[str, Any]) -> str:
+    """One line on the console per pipeline run."""
+    text = (
+        f"{r['jobs']} jobs, {r['wall_s']:.1f} s, {r['api_requests_per_job']:.1f} requests/job,"
+        f" states {r['states']}"
+    )
+    if "admission" in r:
+        a = r["admission"]["need_ended_to_admitted_ms"]
+        text += f"; need ended -> admitted p50 {a['p50']} ms, p95 {a['p95']}, max {a['max']}"
+    if "reduce" in r:
+        b = r["reduce"]
+        text += (
+            f"; map done at {b['map_wall_s']:.1f} s, reduce ran {b['reduce_run_s']:.2f} s,"
+            f" overhead {b['overhead_s']:.2f} s ({b['reduce_stdout']!r})"
+        )
+    return text
+
+
+def _pipeline_section(sec: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    lines = ["", "## Pipelines", ""]
+    if sec.get("command") != results.get("command") or sec.get("date") != results.get("date"):
+        code = sec.get("code") or {}
+        dirty = code.get("uncommitted_src") or []
+        lines += [
+            f"Measured apart from the sections above: {sec['date']}, `{sec['command']}`, "
+            f"commit `{code.get('commit', '?')}`"
+            + (f" with uncommitted changes in {len(dirty)} file(s) under src/" if dirty else "")
+            + f"; load average at start {_load(sec['machine'].get('loadavg_start'))}, at end "
+            f"{_load(sec['machine'].get('loadavg_end'))}.",
+            "",
+        ]
+    lines += [PIPELINE_METHOD, ""]
+    chains = [r for r in sec["runs"] if "admission" in r]
+    if chains:
+        lines += [
+            "### A dependent's admission",
+            "",
+            "| run | chains | covey's cap | wall s | need's end recorded → admitted ms "
+            "p50 / p95 / max | need's logs saved (released) → admitted ms p50 / p95 / max "
+            "| need's end → logs saved ms p50 | API requests/job | load before |",
+            "|---|---:|---:|---:|---|---|---:|---:|---:|",
+        ]
+        for r in chains:
+            a = r["admission"]
+            e, q, g = (
+                a["need_ended_to_admitted_ms"],
+                a["released_to_admitted_ms"],
+                a["need_ended_to_released_ms"],
+            )
+            lines.append(
+                f"| {PIPELINE_LABELS.get(r['kind'], r['kind'])} | {r['n']} | "
+                f"{r['covey']['max_concurrent']} | {r['wall_s']:.1f} | "
+                f"{_trio(e)} | {_trio(q)} | {_f(g['p50'], '{:.0f}')} | "
+                f"{r['api_requests_per_job']:.1f} | {r['loadavg_before'][0]:.1f} |"
+            )
+    maps = [r for r in sec["runs"] if r["kind"] in ("mapreduce", "map")]
+    if maps:
+        lines += [
+            "",
+            "### Map + reduce",
+            "",
+            "| run | map instances | jobs | wall s | batch start → last map done s "
+            "| reduce's own run s | reduce's overhead s | split done → first / last map "
+            "admitted | API requests/job | covey CPU ms/job | load before |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        ]
+        for r in maps:
+            b = r.get("reduce") or {}
+            f = r.get("fan_out") or {}
+            lines.append(
+                f"| {PIPELINE_LABELS.get(r['kind'], r['kind'])} | {r['n']} | {r['jobs']} | "
+                f"{r['wall_s']:.1f} | {_f(b.get('map_wall_s'), '{:.1f}')} | "
+                f"{_f(b.get('reduce_run_s'), '{:.2f}')} | {_f(b.get('overhead_s'), '{:.2f}')} | "
+                f"{_f(f.get('made_to_first_admitted_ms'), '{:.0f}')} ms / "
+                f"{_f(f.get('made_to_last_admitted_s'), '{:.1f}')} s | "
+                f"{r['api_requests_per_job']:.1f} | {r['covey']['cpu_ms_per_job']:.2f} | "
+                f"{r['loadavg_before'][0]:.1f} |"
+            )
+        mr = _pipeline_run(sec, "mapreduce")
+        if mr is not None and "reduce" in mr:
+            b = mr["reduce"]
+            ok = b["reduce_state"] == "succeeded" and b["reduce_stdout"] == b["reduce_expected"]
+            parts = ", ".join(f"{k} {v:.0f} ms" for k, v in b["overhead_parts_ms"].items())
+            lines += [
+                "",
+                f"The reduce read {b['input_configs_created']} input configs, printed "
+                f"`{b['reduce_stdout']}` (instances read, their sum; expected "
+                f"`{b['reduce_expected']}`: {'checked' if ok else '**WRONG**'}). Its overhead "
+                f"{b['overhead_s']:.2f} s = {parts}; measured from the last map instance's end "
+                f"recorded instead of its logs it is {b['overhead_from_map_end_s']:.2f} s. "
+                f"After the batch settled the client took {b['client_exit_after_settled_s']:.1f} s "
+                "more to exit (removing the reduce's service and configs).",
+                "",
+                "| mark (mapreduce run) | since batch start s | step ms |",
+                "|---|---:|---:|",
+            ]
+            for st in b["steps"]:
+                lines.append(
+                    f"| {st['mark']} | {_f(st['since_start_s'], '{:.3f}')} | "
+                    f"{_f(st['step_ms'], '{:.0f}')} |"
+                )
+        ref = _pipeline_run(sec, "map")
+        if mr is not None and ref is not None and "reduce" in mr:
+            lines += [
+                "",
+                f"For reference only (one run each; runs of the same map differ by seconds): "
+                f"the map alone took {ref['wall_s']:.1f} s, the map + reduce run "
+                f"{mr['wall_s']:.1f} s, its map part {mr['reduce']['map_wall_s']:.1f} s.",
+            ]
+    return lines
+
+
+def _trio(stats: dict[str, Any]) -> str:
+    return " / ".join(_f(stats.get(k), "{:.0f}") for k in ("p50", "p95", "max"))
+
+
+PIPELINE_METHOD = """\
+`bench/pipelines.py`, on the same private single-node swarm engine, covey in a child process
+of its own running `Client.run_batch(pipeline)` through the counting proxy (API requests/job
+is every request over the batch's jobs). **Admission**: C independent chains `a_i -> b_i`
+(`p.add("a", [spec] * C); p.add("b", [spec] * C, needs={"a": "each"})`, jobs `true`). Per
+`b_i`, from the store after the run: its need's end recorded (`a_i`'s terminal transition),
+its need's logs saved (`b_i`'s own `queued` transition, "needs met", written by the gate in
+the commit that saves them) and `b_i` admitted (its `pending` transition, written before its
+service is created). "Every job may run at once" sets covey's cap to 2C so that a released
+dependent never waits for a slot; with covey's default cap the `a` jobs queued before it go
+first. **Map + reduce**: `split` prints N numbers (`seq 1 N`), `map` fans out over them
+(`for_each="split"`, each instance echoes its item), `reduce` (`inputs=["map"]`) sums
+`/covey/inputs/map/[0-9]*` and checks count and sum. Its overhead is measured inside one run:
+(batch start → `run_batch` returned) minus (batch start → last map instance done, i.e. its logs
+recorded, which is the reduce's `queued` transition) minus the reduce container's own run (its
+`start` → `die` events from the engine). The steps come from the store's transitions, the
+proxy's request log (when a request reached it) and the engine's events (services and
+configs by name, containers by label). The map-alone run (same split + map, no reduce) is
+one run, for reference only."""
+
+
 def summary(results: dict[str, Any]) -> str:
     lines = []
+    for r in (results.get("pipelines") or {}).get("runs", []):
+        lines.append(f"pipeline {r['kind']}: {pipeline_line(r)}")
     for r in results.get("runs", []):
         lines.append(
             f"{r['variant']:>6} {r['approach']:<15} n={r['n']:<4} {r['wall_s']:7.1f} s "
