@@ -24,7 +24,7 @@ from covey.engine import (
 )
 from covey.errors import EngineError
 from covey.governor import Usage, foreign_usage
-from covey.inputs import InputFile, check_inputs, tar_archive
+from covey.inputs import InputFile, check_inputs, output_config, tar_archive
 from covey.records import NANO, EngineEvent, NodeRecord
 from covey.spec import JobSpec
 from covey.states import (
@@ -57,6 +57,8 @@ LOG_DRIVER = "local"
 CONTAINER_POLL = 0.25  # a follower waiting for its task's container
 CONFIGS_AT_ONCE = 8  # concurrent config creates/removes of one attempt
 CONFIG_PREFIX = "config:"  # leftovers(): a config's ident, apart from services'
+OUTPUT_PREFIX = "output:"  # leftovers(): a shared output's config (kept while its batch runs)
+OUTPUT_LABEL = "covey.output"  # a shared output's config: the attempt whose stdout it holds
 EMPTY_TEMPLATE = b"{{/* an empty input file */}}"  # swarm refuses empty configs
 IN_USE_TRIES = 4  # a config named by a service being removed (never seen on 20.10)
 IN_USE_PAUSE = 0.25
@@ -165,7 +167,7 @@ class SwarmBackend:
         self.engine = engine
         self.store_id = store_id
         self._node_id: str | None = None  # the engine's own node (follow_logs)
-        self._made: dict[str, int] = {}  # input configs per attempt this backend created
+        self._made: dict[str, list[str]] = {}  # input configs each attempt here created
 
     def event_filters(self) -> dict[str, list[str]]:
         return event_filters(self.store_id)
@@ -241,19 +243,48 @@ class SwarmBackend:
         check_inputs(inputs, swarm=True)
         body = await self._service_body(attempt, spec, labels)
         if not inputs:
-            self._made[attempt.id] = 0
+            self._made[attempt.id] = []
             return await self._create_service(attempt, body)
-        made = await self._create_configs(attempt, config_labels(labels), inputs)
+        # a file already shared (covey.sharer) is named, not made again
+        own = [(k, f) for k, f in enumerate(inputs) if f.shared is None]
+        made = await self._create_configs(attempt, config_labels(labels), own)
         try:
             body["TaskTemplate"]["ContainerSpec"]["Configs"] = [
-                config_reference(config_name(attempt, k), made[k], f) for k, f in enumerate(inputs)
+                config_reference(f.shared[1], f.shared[0], f)
+                if f.shared is not None
+                else config_reference(config_name(attempt, k), made[k], f)
+                for k, f in enumerate(inputs)
             ]
             ident = await self._create_service(attempt, body)
         except BaseException:
             await self._drop_configs(list(made.values()))
             raise
-        self._made[attempt.id] = len(inputs)
+        self._made[attempt.id] = [config_name(attempt, k) for k in made]
         return ident
+
+    async def share_output(self, attempt_id: str, batch_id: str, data: bytes) -> str:
+        """Put an attempt's stdout in a swarm config of its own, for the jobs that will read
+        it as an input (covey.sharer); the config's id. One that exists already (a share
+        asked again) is taken if it holds the same data."""
+        name = output_config(attempt_id)
+        labels = {
+            MANAGED_LABEL: "true",
+            STORE_LABEL: self.store_id,
+            BATCH_LABEL: batch_id,
+            OUTPUT_LABEL: attempt_id,
+        }
+        data, template = (data, False) if data else (EMPTY_TEMPLATE, True)
+        try:
+            return await self.engine.create_config(name, data, labels, template=template)
+        except Conflict:
+            found = await self.engine.config(name)
+            if found.labels.get(STORE_LABEL) != self.store_id or found.data != data:
+                raise EngineError(f"config {name!r} exists with other data") from None
+            return found.id
+
+    async def remove_shared(self, config_id: str) -> bool:
+        """Remove a shared output once no job can still need it."""
+        return await self._remove_config(config_id)
 
     async def _create_service(self, attempt: AttemptRow, body: Mapping[str, Any]) -> str:
         try:
@@ -267,13 +298,16 @@ class SwarmBackend:
             return existing.id
 
     async def _create_configs(
-        self, attempt: AttemptRow, labels: Mapping[str, str], inputs: Sequence[InputFile]
+        self,
+        attempt: AttemptRow,
+        labels: Mapping[str, str],
+        inputs: Sequence[tuple[int, InputFile]],
     ) -> dict[int, str]:
         """One config per input file, a few at a time: their ids by index. On a failure
         no new one is started, the ones made are removed, and the first error raised."""
         made: dict[int, str] = {}
         failed: list[EngineError] = []
-        todo = iter(enumerate(inputs))
+        todo = iter(inputs)
 
         async def worker() -> None:
             for k, f in todo:
@@ -444,11 +478,9 @@ class SwarmBackend:
         their size again: the engine lists configs with their data.
         """
         removed = await self.engine.remove_service(attempt.engine_id or attempt.service)
-        count = self._made.get(attempt.id)
-        if count is None:
+        idents = self._made.get(attempt.id)
+        if idents is None:
             idents = [c.id for c in await self._attempt_configs(attempt.id)]
-        else:
-            idents = [config_name(attempt, k) for k in range(count)]
         await self._remove_configs(idents)
         self._made.pop(attempt.id, None)
         return removed
@@ -460,14 +492,26 @@ class SwarmBackend:
         services = await self.engine.services(label)
         configs = await self.engine.configs(label)
         served = {s.labels.get(ATTEMPT_LABEL) for s in services}
-        return [(s.id, s.name, s.labels.get(ATTEMPT_LABEL)) for s in services] + [
-            (CONFIG_PREFIX + c.id, c.name, c.attempt) for c in configs if c.attempt not in served
-        ]
+        return (
+            [(s.id, s.name, s.labels.get(ATTEMPT_LABEL)) for s in services]
+            + [
+                (CONFIG_PREFIX + c.id, c.name, c.attempt)
+                for c in configs
+                if c.attempt not in served and OUTPUT_LABEL not in c.labels
+            ]
+            + [
+                (OUTPUT_PREFIX + c.id, c.name, c.labels[OUTPUT_LABEL])
+                for c in configs
+                if OUTPUT_LABEL in c.labels
+            ]
+        )
 
     async def remove_object(self, ident: str) -> bool:
         """Remove a leftover: a config (``config:<id>``), or a service and its input configs."""
         if ident.startswith(CONFIG_PREFIX):
             return await self._remove_config(ident.removeprefix(CONFIG_PREFIX))
+        if ident.startswith(OUTPUT_PREFIX):
+            return await self._remove_config(ident.removeprefix(OUTPUT_PREFIX))
         try:
             service = await self.engine.service(ident)
         except NotFound:

@@ -151,9 +151,11 @@ class Client:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._ctx is not None and exc[0] is None:
-            # let attempts that already ended finish their clean-up (logs, removal)
+            # let attempts that already ended finish their clean-up (logs, removal), and the
+            # sharer remove the outputs its batches shared (covey.sharer)
+            ctx = self._ctx
             with anyio.move_on_after(SETTLE_GRACE):
-                while any(live.ended for live in self._ctx.live.values()):
+                while ctx.sharing or any(live.ended for live in ctx.live.values()):
                     await anyio.sleep(0.05)
         if self._tg is not None:
             self._tg.cancel_scope.cancel()

@@ -8,7 +8,9 @@ part of a :class:`Live` attempt's life and hand it on; signals between them are
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, ValuesView
 from dataclasses import dataclass, field
 
@@ -98,6 +100,22 @@ class Live:
     @property
     def reserves(self) -> bool:
         return bool(self.demand.nano_cpus or self.demand.memory)
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """For covey.sharer: put ``attempt_id``'s stdout in a config (its job is done, and other
+    jobs will read its output)."""
+
+    attempt_id: str
+    batch_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cleanup:
+    """For covey.sharer: the batch is over, remove its shared outputs."""
+
+    batch_id: str
 
 
 def demand_of(spec: JobSpec) -> Demand:
@@ -216,6 +234,12 @@ class Context:
         send, receive = anyio.create_memory_object_stream[Live](max_buffer_size=100_000)
         self.to_reaper: MemoryObjectSendStream[Live] = send
         self.reaper_inbox: MemoryObjectReceiveStream[Live] = receive
+        # the sharer's work (covey.sharer): outputs to share ahead, batches to clean up
+        share, shared = anyio.create_memory_object_stream[Share | Cleanup](math.inf)
+        self.to_sharer: MemoryObjectSendStream[Share | Cleanup] = share
+        self.sharer_inbox: MemoryObjectReceiveStream[Share | Cleanup] = shared
+        self.sharing = 0  # sharer items not done yet (a foreground run waits for them)
+        self.shares_in_flight: Counter[str] = Counter()  # per batch (a reader waits for them)
         store.on_gate = self._gated
 
     def _gated(self, result: GateResult) -> None:
@@ -228,6 +252,13 @@ class Context:
         if self.on_settled is not None:
             for job_id in (*result.skipped, *result.added):
                 self.on_settled(job_id, None)
+        for attempt_id, batch_id in result.outputs:
+            self.sharing += 1
+            self.shares_in_flight[batch_id] += 1
+            self.to_sharer.send_nowait(Share(attempt_id, batch_id))
+        for batch_id in result.finished:
+            self.sharing += 1
+            self.to_sharer.send_nowait(Cleanup(batch_id))
 
     def release(self, job_id: str) -> None:
         """Give a job's booking back to the governor and wake the submitter if it had one."""

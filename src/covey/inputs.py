@@ -56,6 +56,13 @@ MAX_FILES = 4096
 """The most files covey delivers to one attempt in swarm mode (one config each: measured
 5,000 in one service working, at about 2 ms each to create and as much to remove)."""
 
+
+def output_config(attempt_id: str) -> str:
+    """The name of the swarm config holding an attempt's stdout, shared with the jobs that
+    read it as an input (covey.sharer)."""
+    return f"covey-{attempt_id}-out"
+
+
 FILE_MODE = 0o444
 DIR_MODE = 0o555
 
@@ -66,6 +73,9 @@ class InputFile:
 
     path: str
     data: bytes
+    # ``(id, name)`` of a swarm config that already holds ``data`` (a pipeline job's output,
+    # shared ahead of the jobs that read it: see covey.sharer): named, not created again
+    shared: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         check_path(self.path)

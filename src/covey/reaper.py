@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import anyio
 from anyio.abc import TaskStatus
 
-from covey.backend import Backend, Seen
+from covey.backend import OUTPUT_PREFIX, Backend, Seen
 from covey.capture import Captured, LogRead, Passthrough
 from covey.context import Context, Live, log
 from covey.engine import NotFound, daemon_log_errors
@@ -223,6 +223,24 @@ class PruneReport:
     running: list[str] = field(default_factory=list)  # orphans still running (left alone)
 
 
+async def _prune_output(
+    store: Store,
+    backend: Backend,
+    ident: str,
+    name: str,
+    attempt_id: str | None,
+    report: PruneReport,
+) -> None:
+    """Remove a shared output (covey.sharer) once no job of its batch can still read it."""
+    job = await store.job(attempt_id.rpartition("-")[0]) if attempt_id else None
+    if job is not None and not await store.batch_finished(job.batch_id):
+        return
+    if await backend.remove_object(ident):
+        report.removed.append(name)
+    if attempt_id:
+        await store.forget_outputs([attempt_id])
+
+
 async def prune(store: Store, backend: Backend, *, older_than: float = 0.0) -> PruneReport:
     """Remove every object of this store that no job needs any more.
 
@@ -240,6 +258,9 @@ async def prune(store: Store, backend: Backend, *, older_than: float = 0.0) -> P
     seen: dict[str, Seen] | None = None
     now = time.time()
     for ident, name, attempt_id in leftovers:
+        if ident.startswith(OUTPUT_PREFIX):  # a job's output shared with its readers
+            await _prune_output(store, backend, ident, name, attempt_id, report)
+            continue
         attempt = await store.attempt(attempt_id) if attempt_id else None
         if attempt is not None and attempt.id in minded:
             continue  # its process is alive: it records, reads and removes it itself
@@ -250,15 +271,7 @@ async def prune(store: Store, backend: Backend, *, older_than: float = 0.0) -> P
             if found is None or not found.observation.ended:
                 report.running.append(name)
                 continue
-            obs = found.observation
-            at = min(obs.at or now, now)  # when it ended, by the engine's clock
-            end = AttemptEnd(
-                obs.outcome or Outcome.LOST, obs.exit_code, obs.error, None, at, "prune"
-            )
-            await save_logs(store, backend, attempt, 10.0, DEFAULT_LOG_CAP)
-            if await store.finish(attempt, end) is not None:
-                report.recorded += 1
-            attempt = await store.attempt(attempt.id)
+            attempt = await _record_gone(store, backend, attempt, found, now, report)
         if attempt is not None and attempt.ended and now - attempt.ended < older_than:
             continue
         if attempt is not None and not attempt.logs_saved and attempt.phase == "ended":
@@ -268,3 +281,22 @@ async def prune(store: Store, backend: Backend, *, older_than: float = 0.0) -> P
         if attempt is not None:
             store.mark_removed(attempt.id)
     return report
+
+
+async def _record_gone(
+    store: Store,
+    backend: Backend,
+    attempt: AttemptRow,
+    found: Seen,
+    now: float,
+    report: PruneReport,
+) -> AttemptRow | None:
+    """Record the end of an attempt whose process is gone, as the engine saw it (with the
+    engine's time of the end), logs first; the attempt as stored afterwards."""
+    obs = found.observation
+    at = min(obs.at or now, now)  # when it ended, by the engine's clock
+    end = AttemptEnd(obs.outcome or Outcome.LOST, obs.exit_code, obs.error, None, at, "prune")
+    await save_logs(store, backend, attempt, 10.0, DEFAULT_LOG_CAP)
+    if await store.finish(attempt, end) is not None:
+        report.recorded += 1
+    return await store.attempt(attempt.id)

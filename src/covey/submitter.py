@@ -15,7 +15,7 @@ from collections import deque
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from covey import adoption
+from covey import adoption, sharer
 from covey.backend import StartFailed, covey_labels
 from covey.context import Context, Live, demand_of, log
 from covey.errors import EngineError
@@ -56,7 +56,9 @@ async def _create(ctx: Context, live: Live) -> None:
         log.info("create %s: engine unavailable (%s), retrying", live.attempt.service, exc)
 
     # a pipeline job's inputs: what the jobs it needs printed (read once, at its first create)
-    inputs = [InputFile(path, data) for path, data in await ctx.store.inputs_for(live.job)]
+    if live.job.stage is not None:
+        await sharer.before_reading(ctx, live.job.batch_id)
+    inputs = [InputFile(*file) for file in await ctx.store.inputs_for(live.job)]
     try:
         engine_id = await retry(
             lambda: ctx.backend.create(live.attempt, live.spec, labels, inputs),

@@ -15,7 +15,7 @@ import time
 import anyio
 from anyio.abc import TaskStatus
 
-from covey import adoption, reaper, submitter, tracker
+from covey import adoption, reaper, sharer, submitter, tracker
 from covey.context import Context, log
 from covey.errors import CoveyError, EngineError
 from covey.retrying import retry
@@ -82,9 +82,11 @@ async def retain(
 
 
 async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Reconcile, then run submitter, tracker and reaper until cancelled."""
-    with ctx.to_reaper, ctx.reaper_inbox:  # closed on the way out (no ResourceWarning)
+    """Reconcile, then run submitter, tracker, reaper and sharer until cancelled."""
+    # closed on the way out (no ResourceWarning)
+    with ctx.to_reaper, ctx.reaper_inbox, ctx.to_sharer, ctx.sharer_inbox:
         async with anyio.create_task_group() as tg:
+            await tg.start(sharer.run, ctx)
             await tg.start(reaper.run, ctx)
             await reconcile(ctx)
             await tg.start(tracker.poll_loop, ctx)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sqlite3
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -99,6 +100,15 @@ def test_word_count_on_one_node(env: CoveyEnv) -> None:
     assert done.returncode == 1
     env.wait_settled(timeout=30)
     assert env.services() == []
+    assert configs(env) == []  # the shared outputs went with the batch
+
+
+def configs(env: CoveyEnv) -> list[str]:
+    """This store's swarm configs (inputs, shared outputs)."""
+    return subprocess.run(
+        ["docker", "config", "ls", "-q", "--filter", f"label=covey.store={env.store_id}"],
+        env=env.environ, capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.split()  # fmt: skip
 
 
 @pytest.mark.parametrize("lines", [3, 0])
@@ -290,8 +300,39 @@ def test_inputs_over_the_limit_are_refused_and_leave_nothing(env: CoveyEnv) -> N
                      (reduce["id"],))[0][0] == 0  # fmt: skip
     env.wait_settled(timeout=30)
     assert env.services() == []
-    configs = subprocess.run(
-        ["docker", "config", "ls", "-q", "--filter", f"label=covey.store={env.store_id}"],
-        env=env.environ, capture_output=True, text=True, timeout=30, check=True,
-    ).stdout  # fmt: skip
-    assert configs.split() == []
+    assert configs(env) == []
+
+
+def test_outputs_are_shared_ahead_so_the_reduce_makes_only_its_index(env: CoveyEnv) -> None:
+    """Each map instance's stdout becomes a config when it is done; the reduce's service
+    names those and makes only its index.json; all of them go when the batch is over."""
+    jobs = [
+        job("map", "echo $COVEY_ITEM", for_each=["1", "2", "3", "4"]),
+        job("reduce", "cat /covey/inputs/map/[0-9]*; sleep 4", needs=["map"], inputs=["map"]),
+    ]
+    proc = env.spawn("batch", env.batch_file("s.yaml", jobs), "--json")
+
+    def names() -> list[str]:
+        listed = subprocess.run(
+            ["docker", "config", "ls", "--format", "{{.Name}}", "--filter",
+             f"label=covey.store={env.store_id}"],
+            env=env.environ, capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+        return listed.split()
+
+    def reduce_running() -> bool:
+        try:
+            return env.jobs()["reduce"]["state"] == "running"
+        except (sqlite3.OperationalError, KeyError):
+            return False  # the store or the batch is not there yet
+
+    wait_for("the reduce to run", reduce_running, 60)
+    seen = names()
+    assert sum(n.endswith("-out") for n in seen) == 4, seen
+    assert sum("-in-" in n for n in seen) == 1, seen
+    out, err = proc.communicate(timeout=60)
+    by_name = {j["name"]: j for j in json.loads(out)["jobs"]}
+    assert by_name["reduce"]["state"] == "succeeded", err
+    reduce = env.query("SELECT id, attempts FROM jobs WHERE name='reduce'")[0]
+    assert env.logs(f"{reduce['id']}-{reduce['attempts']}")["stdout"] == b"1\n2\n3\n4\n"
+    assert names() == []

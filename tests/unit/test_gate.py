@@ -179,7 +179,7 @@ async def test_a_fan_out_is_made_from_the_lines_its_source_printed(store: Store)
     after = await jobs_by_name(store, batch_id)
     assert after["total"].state is JobState.QUEUED
     assert after["alert"].state is JobState.SKIPPED
-    files = dict(await store.inputs_for(after["total"]))
+    files = {path: data for path, data, _ in await store.inputs_for(after["total"])}
     assert [files[f"count/{i}"] for i in range(3)] == [b"10\n", b"20\n", b"30\n"]
     assert b'"item": "part.ab"' in files["count/index.json"]
 
@@ -194,7 +194,7 @@ async def test_a_fan_out_over_nothing_has_no_instances_and_its_dependents_run(
     assert not any(name.startswith("count") for name in after)
     assert after["total"].state is JobState.QUEUED  # all of none succeeded
     assert after["alert"].state is JobState.SKIPPED  # none of none failed
-    files = dict(await store.inputs_for(after["total"]))
+    files = {path: data for path, data, _ in await store.inputs_for(after["total"])}
     assert files == {"count/index.json": b"[]\n"}
 
 

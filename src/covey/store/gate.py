@@ -46,15 +46,28 @@ class GateResult:
     skipped: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
     stages_resolved: list[str] = field(default_factory=list)
+    # ``(attempt id, batch id)``: done jobs whose stdout other jobs will read (to share ahead)
+    outputs: list[tuple[str, str]] = field(default_factory=list)
+    # batches now over that have shared outputs to remove
+    finished: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.queued or self.skipped or self.added or self.stages_resolved)
+        return bool(
+            self.queued
+            or self.skipped
+            or self.added
+            or self.stages_resolved
+            or self.outputs
+            or self.finished
+        )
 
     def merge(self, other: GateResult) -> None:
         self.queued += other.queued
         self.skipped += other.skipped
         self.added += other.added
         self.stages_resolved += other.stages_resolved
+        self.outputs += other.outputs
+        self.finished += other.finished
 
 
 async def mark_done(tx: Tx, job_id: str, attempt_n: int | None, now: float) -> GateResult:
@@ -70,7 +83,31 @@ async def mark_done(tx: Tx, job_id: str, attempt_n: int | None, now: float) -> G
     )
     if row is None:
         return GateResult()
-    return await after_done(tx, row[0], [(row[1], row[2])], now)
+    batch_id, stage = row[0], row[1]
+    result = await after_done(tx, batch_id, [(stage, row[2])], now)
+    if attempt_n is not None and await tx.one(
+        "SELECT 1 FROM needs WHERE batch_id=? AND need=? AND inputs=1 LIMIT 1", (batch_id, stage)
+    ):
+        result.outputs.append((f"{job_id}-{attempt_n}", batch_id))
+    # the last job done: what was shared of the batch's outputs can go (the notes of shares
+    # made a moment ago may not be committed yet, so not asked of the ``outputs`` table)
+    if await tx.one(
+        "SELECT 1 FROM needs WHERE batch_id=? AND inputs=1 LIMIT 1", (batch_id,)
+    ) and await finished(tx, batch_id):
+        result.finished.append(batch_id)
+    return result
+
+
+async def finished(tx: Tx, batch_id: str) -> bool:
+    """Every job of the pipeline batch is done, and no fan-out is still to be made."""
+    left = await tx.one(
+        "SELECT 1 FROM jobs WHERE batch_id=? AND stage IS NOT NULL AND done=0 LIMIT 1",
+        (batch_id,),
+    )
+    unmade = await tx.one(
+        "SELECT 1 FROM stages WHERE batch_id=? AND size IS NULL LIMIT 1", (batch_id,)
+    )
+    return left is None and unmade is None
 
 
 async def after_done(

@@ -31,7 +31,7 @@ from covey.pipeline import Pipeline, validate
 from covey.retrying import GaveUp, retry
 from covey.spec import JobSpec
 from covey.states import JobState
-from covey.store import reads, schema, writes
+from covey.store import gate, reads, schema, writes
 from covey.store.gate import GateResult
 from covey.store.reads import Scope
 from covey.store.rows import (
@@ -589,8 +589,21 @@ class Store:
     async def batch_job_ids(self, batch_id: str) -> list[str]:
         return await reads.batch_job_ids(self._read, batch_id)
 
-    async def inputs_for(self, job: JobRow) -> list[tuple[str, bytes]]:
+    async def inputs_for(self, job: JobRow) -> list[tuple[str, bytes, tuple[str, str] | None]]:
         return await reads.inputs_for(self._read, job)
+
+    async def outputs_of(self, batch_id: str) -> list[tuple[str, str]]:
+        return await reads.outputs_of(self._read, batch_id)
+
+    async def batch_finished(self, batch_id: str) -> bool:
+        return await gate.finished(self._read, batch_id)
+
+    def note_output(self, attempt: str, batch_id: str, config_id: str) -> None:
+        """Deferred: a shared output not noted is made again (or the job makes its own)."""
+        self._later(lambda tx: writes.note_output(tx, attempt, batch_id, config_id))
+
+    async def forget_outputs(self, attempts: Sequence[str]) -> None:
+        await self._txn(lambda tx: writes.forget_outputs(tx, attempts))
 
     async def stage_counts(self, batch_id: str) -> dict[str, dict[str, int]]:
         return await reads.stage_counts(self._read, batch_id)

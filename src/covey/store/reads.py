@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from covey.errors import StoreError
+from covey.inputs import output_config
 from covey.lifecycle import DUE, sql_in
 from covey.pipeline import index_json
 from covey.spec import JobSpec
@@ -135,6 +136,12 @@ async def batch_open(tx: Tx, batch_id: str) -> tuple[list[str], int]:
     return [str(r[0]) for r in rows], int(unresolved[0])
 
 
+async def outputs_of(tx: Tx, batch_id: str) -> list[tuple[str, str]]:
+    """``(attempt id, config id)`` of the batch's shared outputs."""
+    rows = await tx.all("SELECT attempt_id, config_id FROM outputs WHERE batch_id=?", (batch_id,))
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
 async def stage_counts(tx: Tx, batch_id: str) -> dict[str, dict[str, int]]:
     """Per stage of a pipeline batch: how many of its jobs are in each state."""
     counts: dict[str, dict[str, int]] = {}
@@ -169,16 +176,17 @@ async def stages(tx: Tx, batch_id: str) -> list[StageRow]:
     ]
 
 
-async def inputs_for(tx: Tx, job: JobRow) -> list[tuple[str, bytes]]:
+async def inputs_for(tx: Tx, job: JobRow) -> list[tuple[str, bytes, tuple[str, str] | None]]:
     """The files a pipeline job reads under ``/covey/inputs``: ``(path, bytes)``.
 
     For each stage it needs with ``inputs``: ``NAME/INDEX`` holding the stdout of each done
     instance (for an ``each`` need only the paired one), and ``NAME/index.json`` describing
     them all; ``"complete": false`` there marks a stdout that is not all the job printed
-    (cut at the log cap, or not all given by the engine)."""
+    (cut at the log cap, or not all given by the engine). The third value is ``(id, name)``
+    of a swarm config that already holds the file (covey.sharer), if there is one."""
     if job.stage is None:
         return []
-    files: list[tuple[str, bytes]] = []
+    files: list[tuple[str, bytes, tuple[str, str] | None]] = []
     for need, condition in await tx.all(
         "SELECT need, condition FROM needs WHERE batch_id=? AND stage=? AND inputs=1"
         " ORDER BY rowid",
@@ -188,15 +196,18 @@ async def inputs_for(tx: Tx, job: JobRow) -> list[tuple[str, bytes]]:
         args: list[Any] = [job.batch_id, need] + ([job.idx] if pair else [])
         rows = await tx.all(
             "SELECT j.idx, j.id, j.name, j.state, j.exit_code, j.node, j.spec, l.data,"
-            " l.truncated, l.complete FROM jobs j LEFT JOIN logs l"
+            " l.truncated, l.complete, o.config_id, o.attempt_id FROM jobs j LEFT JOIN logs l"
             " ON l.attempt_id = j.id || '-' || j.attempts AND l.stream='stdout'"
+            " LEFT JOIN outputs o ON o.attempt_id = j.id || '-' || j.attempts"
             f" WHERE j.batch_id=? AND j.stage=? AND j.done=1{pair} ORDER BY j.idx",
             args,
         )
         entries = []
-        for idx, job_id, name, state, code, node, spec, data, truncated, complete in rows:
+        for row in rows:
+            idx, job_id, name, state, code, node, spec, data, truncated, complete = row[:10]
             number = idx if idx is not None else 0
-            files.append((f"{need}/{number}", bytes(data) if data is not None else b""))
+            shared = (str(row[10]), output_config(str(row[11]))) if row[10] else None
+            files.append((f"{need}/{number}", bytes(data) if data is not None else b"", shared))
             entries.append(
                 {
                     "index": number,
@@ -209,7 +220,7 @@ async def inputs_for(tx: Tx, job: JobRow) -> list[tuple[str, bytes]]:
                     "complete": data is not None and bool(complete) and not truncated,
                 }
             )
-        files.append((f"{need}/index.json", index_json(entries)))
+        files.append((f"{need}/index.json", index_json(entries), None))
     return files
 
 

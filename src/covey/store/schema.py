@@ -114,7 +114,8 @@ MIGRATIONS: dict[int, str] = {
     # template until its items are known), what each stage needs, and per job its stage, its
     # instance number and ``done``: ended with its result (logs) recorded, which is what a
     # dependent waits for. Jobs of flat batches have no stage and never read ``done``. A
-    # batch cancelled as a whole makes no more fan-outs.
+    # batch cancelled as a whole makes no more fan-outs. ``outputs``: a job's stdout shared as
+    # a swarm config ahead of the jobs that read it (covey.sharer), until its batch is over.
     3: """
     CREATE TABLE stages (
         batch_id TEXT NOT NULL REFERENCES batches(id),
@@ -140,7 +141,13 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE jobs ADD COLUMN idx INTEGER;
     ALTER TABLE jobs ADD COLUMN done INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX jobs_stage ON jobs(batch_id, stage, done, state) WHERE stage IS NOT NULL;
-    CREATE INDEX jobs_stage_idx ON jobs(batch_id, stage, idx) WHERE stage IS NOT NULL
+    CREATE INDEX jobs_stage_idx ON jobs(batch_id, stage, idx) WHERE stage IS NOT NULL;
+    CREATE TABLE outputs (
+        attempt_id TEXT PRIMARY KEY,
+        batch_id TEXT NOT NULL,
+        config_id TEXT NOT NULL
+    );
+    CREATE INDEX outputs_batch ON outputs(batch_id)
     """,
 }
 

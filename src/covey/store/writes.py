@@ -426,6 +426,20 @@ async def _downstream(tx: Tx, batch_id: str, stages: set[str]) -> list[str]:
     return sorted(seen)
 
 
+# -- shared outputs (covey.sharer) ---------------------------------------------------------
+
+
+async def note_output(tx: Tx, attempt: str, batch_id: str, config_id: str) -> None:
+    await tx.run(
+        "INSERT OR REPLACE INTO outputs(attempt_id, batch_id, config_id) VALUES (?,?,?)",
+        (attempt, batch_id, config_id),
+    )
+
+
+async def forget_outputs(tx: Tx, attempts: Sequence[str]) -> None:
+    await tx.many("DELETE FROM outputs WHERE attempt_id=?", [(a,) for a in attempts])
+
+
 # -- holders: who owns work ---------------------------------------------------------------
 
 
