@@ -13,6 +13,9 @@ A fan-out of N one-shot jobs, run side by side on one private engine by several 
 Every approach talks to the engine through a counting proxy (:mod:`bench.proxy`), so API
 requests per job are counted the same way for all. :mod:`bench.scale` measures covey's own
 tracking and store cost for 10,000 and 100,000 jobs against a simulated engine.
+:mod:`bench.pipelines` measures pipelines on the same engine: how soon a dependent is
+admitted once its need is recorded, and what a reduce over a 1,000-instance map costs beyond
+its own run (``python -m bench --only pipelines`` runs just that part).
 """
 
 RESULTS_SCHEMA = 1

@@ -474,7 +474,7 @@ def _pipeline_section(sec: dict[str, Any], results: dict[str, Any]) -> list[str]
                 f"{b['overhead_s']:.2f} s = {parts}; measured from the last map instance's end "
                 f"recorded instead of its logs it is {b['overhead_from_map_end_s']:.2f} s. "
                 f"After the batch settled the client took {b['client_exit_after_settled_s']:.1f} s "
-                "more to exit (removing the reduce's service and configs).",
+                "more to exit." + _lone(b.get("lone_job") or {}),
                 "",
                 "| mark (mapreduce run) | since batch start s | step ms |",
                 "|---|---:|---:|",
@@ -493,6 +493,18 @@ def _pipeline_section(sec: dict[str, Any], results: dict[str, Any]) -> list[str]
                 f"{mr['wall_s']:.1f} s, its map part {mr['reduce']['map_wall_s']:.1f} s.",
             ]
     return lines
+
+
+def _lone(lone: dict[str, Any]) -> str:
+    if not lone:
+        return ""
+    sent = _f(lone.get("create_sent_to_started_ms"), "{:.0f}")
+    admitted = _f(lone.get("admitted_to_started_ms"), "{:.0f}")
+    return (
+        " For comparison, a lone service without inputs on the same engine (the batch's first "
+        f"job, `split`): create sent → container started {sent} ms, admitted → started "
+        f"{admitted} ms."
+    )
 
 
 def _trio(stats: dict[str, Any]) -> str:
