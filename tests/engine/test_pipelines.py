@@ -284,3 +284,39 @@ def test_outputs_are_shared_ahead_so_the_reduce_makes_only_its_index(env: CoveyE
     reduce = env.query("SELECT id, attempts FROM jobs WHERE name='reduce'")[0]
     assert env.logs(f"{reduce['id']}-{reduce['attempts']}")["stdout"] == b"1\n2\n3\n4\n"
     assert names() == []
+
+
+async def test_the_python_api_runs_a_pipeline_and_yields_every_result(
+    swarm_host: str, tmp_path: Path
+) -> None:
+    """`Client.run_batch(Pipeline)`: results as jobs end, the fan-out's instances and the
+    skipped job included; `Client.submit` of a bad graph is refused with the stage named."""
+    from covey import Client, JobSpec, JobState, Pipeline, SpecError
+
+    def spec(script: str) -> JobSpec:
+        return JobSpec(image=IMAGE, command=("sh", "-c", script))
+
+    p = Pipeline()
+    p.add("split", spec("seq 1 5"))
+    p.add("square", spec("echo $((COVEY_ITEM * COVEY_ITEM))"), needs=["split"], for_each="split")
+    p.add(
+        "sum",
+        spec("cat /covey/inputs/square/[0-9]* | awk '{s += $1} END {print s}'"),
+        needs=["square"],
+        inputs=["square"],
+    )
+    p.add("alert", spec("true"), needs={"square": "failed"})
+    async with Client(swarm_host, db=tmp_path / "db") as c:
+        results = [r async for r in c.run_batch(p)]
+        bad = Pipeline()
+        bad.add("a", spec("true"), needs=["nope"])
+        with pytest.raises(SpecError, match=r"stages\[0\]\.needs: no job named 'nope'"):
+            await c.submit(bad)
+    by_name = {r.name: r for r in results}
+    assert len(results) == 8
+    assert by_name["sum"].stdout == b"55\n"
+    assert by_name["alert"].state is JobState.SKIPPED
+    assert {r.stage for r in results} == {"split", "square", "sum", "alert"}
+    assert sorted(by_name[f"square-{i}"].stdout for i in range(5)) == sorted(
+        f"{n * n}\n".encode() for n in range(1, 6)
+    )
