@@ -301,3 +301,12 @@ class CoveyEnv:
                     timeout=30,
                     check=False,
                 )
+            configs = subprocess.run(
+                ["docker", "config", "ls", "-q", "--filter", f"label=covey.store={self.store_id}"],
+                env=self.environ, capture_output=True, text=True, timeout=30, check=False,
+            ).stdout.split()  # fmt: skip
+            if configs:  # inputs and shared outputs a failed test left
+                subprocess.run(
+                    ["docker", "config", "rm", *configs],
+                    env=self.environ, capture_output=True, timeout=30, check=False,
+                )  # fmt: skip
