@@ -274,7 +274,14 @@ async def measure_pipelines(
             load = os.getloadavg()
             print(f"bench: pipeline {kind} (n={n}) ...", flush=True)
             result = await pipelines.run(
-                kind, n, proxy=proxy, run_id=run_id, workdir=work, events=events, max_concurrent=cap
+                kind,
+                n,
+                proxy=proxy,
+                docker=direct,
+                run_id=run_id,
+                workdir=work,
+                events=events,
+                max_concurrent=cap,
             )
             result.update(loadavg_before=load, loadavg_after=os.getloadavg())
             print(f"bench: pipeline {kind}: {report.pipeline_line(result)}", flush=True)

@@ -10,7 +10,7 @@ Run as its own process so its CPU is neither the benchmark's nor covey's::
     python -m bench.proxy --listen /tmp/p.sock --upstream /path/docker.sock
 
 It prints ``ready`` once it listens. ``GET /__bench/counts`` returns the counts since the last
-``POST /__bench/reset``, ``GET /__bench/log`` every request since then as ``[time, key]``
+``POST /__bench/reset``, ``GET /__bench/log`` every request since then as ``[time, key, path]``
 (wall clock when its head arrived; the pipeline benchmark times its stages with it); these
 three are answered by the proxy and not counted.
 """
@@ -66,7 +66,7 @@ class Proxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.counts: Counter[str] = Counter()
-        self.log: list[tuple[float, str]] = []
+        self.log: list[tuple[float, str, str]] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_writer: asyncio.StreamWriter | None = None
@@ -85,7 +85,7 @@ class Proxy:
                     pump = asyncio.create_task(pipe(up_reader, writer))
                 key = request_key(method, target)
                 self.counts[key] += 1
-                self.log.append((time.time(), key))
+                self.log.append((time.time(), key, _VERSION.sub("", target.split("?", 1)[0])))
                 up_writer.write(head)
                 await forward_body(head, reader, up_writer)
                 await up_writer.drain()
@@ -252,9 +252,9 @@ class ProxyProcess:
         data: dict[str, int] = await self._control("GET", "counts")
         return data
 
-    async def request_log(self) -> list[tuple[float, str]]:
-        """Every request since the last reset: (wall time its head arrived, key)."""
-        return [(float(t), str(k)) for t, k in await self._control("GET", "log")]
+    async def request_log(self) -> list[tuple[float, str, str]]:
+        """Every request since the last reset: (wall time its head arrived, key, path)."""
+        return [(float(t), str(k), str(p)) for t, k, p in await self._control("GET", "log")]
 
 
 def main() -> None:

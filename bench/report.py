@@ -438,6 +438,15 @@ def _pipeline_section(sec: dict[str, Any], results: dict[str, Any]) -> list[str]
                 f"{_trio(e)} | {_trio(q)} | {_f(g['p50'], '{:.0f}')} | "
                 f"{r['api_requests_per_job']:.1f} | {r['loadavg_before'][0]:.1f} |"
             )
+        for r in chains:
+            steps = r["admission"].get("need_steps_ms")
+            if steps:
+                text = ", ".join(f"{k} {_trio(v)}" for k, v in steps.items())
+                lines += [
+                    "",
+                    f"{PIPELINE_LABELS.get(r['kind'], r['kind'])}, where a need's time goes "
+                    f"(ms, p50 / p95 / max): {text}.",
+                ]
     maps = [r for r in sec["runs"] if r["kind"] in ("mapreduce", "map")]
     if maps:
         lines += [
@@ -484,6 +493,14 @@ def _pipeline_section(sec: dict[str, Any], results: dict[str, Any]) -> list[str]
                     f"| {st['mark']} | {_f(st['since_start_s'], '{:.3f}')} | "
                     f"{_f(st['step_ms'], '{:.0f}')} |"
                 )
+        left = [r for r in sec["runs"] if r.get("configs_left_after_exit")]
+        for r in left:
+            lines += [
+                "",
+                f"**{r['configs_left_after_exit']} of covey's configs were still on the engine "
+                f"after covey's process had exited** ({r['kind']} run; removed by the benchmark "
+                "before the next run).",
+            ]
         ref = _pipeline_run(sec, "map")
         if mr is not None and ref is not None and "reduce" in mr:
             lines += [

@@ -29,7 +29,9 @@ from covey.retrying import GaveUp, retry
 
 log = logging.getLogger("covey")
 
-SHARE_WAIT = 2.0  # how long a reader's create waits for shares of its batch still being made
+# how long a reader's create waits for shares of its batch still being made: as long as
+# making them itself would take (the same engine calls), so a generous bound
+SHARE_WAIT = 30.0
 AT_ONCE = 8  # config creates in flight (the engine's cost per config is lowest about here)
 CLEANUP_PATIENCE = 60.0  # a config is "in use" until the last reader's service is removed
 
@@ -110,7 +112,8 @@ async def _remove(backend: SwarmBackend, attempt_id: str, config_id: str) -> Non
 
 async def before_reading(ctx: Context, batch_id: str) -> None:
     """Before a job of ``batch_id`` reads its inputs: let the shares of its batch still in
-    flight finish (a few ms each; at most :data:`SHARE_WAIT`) and their notes be committed,
+    flight finish (a few ms each, more on a busy engine; at most :data:`SHARE_WAIT`) and
+    their notes be committed,
     so that it names them instead of making copies. The job that becomes due when the last
     map instance is done would otherwise always copy that instance's output."""
     if not ctx.shares_in_flight.get(batch_id):
