@@ -75,17 +75,22 @@ async def test_a_dependent_waits_then_is_released_when_its_need_is_done(store: S
     assert news and news[-1].queued == [jobs["b"].id]
 
 
-async def test_release_waits_for_the_logs_not_only_the_end(store: Store) -> None:
-    """A dependent may read its need's output: it is released when that is recorded."""
+@pytest.mark.parametrize("reads_output", [True, False], ids=["inputs", "no-inputs"])
+async def test_release_waits_for_the_logs_only_when_the_output_is_read(
+    store: Store, reads_output: bool
+) -> None:
+    """A dependent that reads its need's output is released when that is recorded (the
+    logs saved); one that does not, as soon as the need's end is recorded."""
     p = Pipeline()
     p.add("a", SPEC)
-    p.add("b", SPEC, needs=["a"])
+    p.add("b", SPEC, needs=["a"], inputs=["a"] if reads_output else [])
     batch_id, _, _ = await store.create_batch(p)
     a = (await jobs_by_name(store, batch_id))["a"]
     attempt = await store.begin_attempt(a, "swarm")
     assert attempt is not None
     await store.finish(attempt, AttemptEnd(Outcome.SUCCEEDED, 0, None, None, time.time(), "x"))
-    assert (await jobs_by_name(store, batch_id))["b"].state is JobState.WAITING
+    early = JobState.WAITING if reads_output else JobState.QUEUED
+    assert (await jobs_by_name(store, batch_id))["b"].state is early
     await store.save_logs(attempt.id, b"out", b"")
     assert (await jobs_by_name(store, batch_id))["b"].state is JobState.QUEUED
 

@@ -98,6 +98,17 @@ async def mark_done(tx: Tx, job_id: str, attempt_n: int | None, now: float) -> G
     return result
 
 
+async def output_read(tx: Tx, batch_id: str, stage: str) -> bool:
+    """Whether a job of the batch reads what ``stage`` printed (as inputs, or the items of
+    a fan-out): then a job of ``stage`` is done only once its logs are saved."""
+    row = await tx.one(
+        "SELECT 1 FROM needs WHERE batch_id=? AND need=? AND inputs=1"
+        " UNION ALL SELECT 1 FROM stages WHERE batch_id=? AND items_from=? LIMIT 1",
+        (batch_id, stage, batch_id, stage),
+    )
+    return row is not None
+
+
 async def finished(tx: Tx, batch_id: str) -> bool:
     """Every job of the pipeline batch is done, and no fan-out is still to be made."""
     left = await tx.one(

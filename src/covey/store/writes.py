@@ -218,7 +218,8 @@ async def finish(
         return None
     end_at = float(ended[0])
     row = await tx.one(
-        "SELECT spec, runs, losses, cancel_requested, attempts, state FROM jobs WHERE id=?",
+        "SELECT spec, runs, losses, cancel_requested, attempts, state, stage, batch_id"
+        " FROM jobs WHERE id=?",
         (attempt.job_id,),
     )
     if row is None or row[4] != attempt.n or JobState(row[5]) in TERMINAL:
@@ -256,7 +257,11 @@ async def finish(
         tx, attempt.job_id, attempt.id, decision.state.value, recorded_at, end.source, detail
     )
     gated = GateResult()
-    if terminal and ended[1]:
+    # a pipeline job is done (its dependents may go) when its logs are saved; or now, when
+    # no job reads what it printed: a dependent need not wait for the engine's log read
+    if terminal and row[6] is not None and (
+        ended[1] or not await gate.output_read(tx, row[7], row[6])
+    ):
         gated = await gate.mark_done(tx, attempt.job_id, attempt.n, recorded_at)
     return decision, gated
 
