@@ -216,6 +216,9 @@ async def show(db: Path | None, ref: str, as_json: bool) -> int:
         assert job is not None
         attempts = await store.attempts(job.id)
         history = await store.transitions(job.id)
+        stage = None
+        if job.stage is not None:
+            stage = next((s for s in await store.stages(job.batch_id) if s.name == job.stage), None)
     if as_json:
         doc = _job_json(job) | {
             "spec": json.loads(job.spec.to_json()),
@@ -249,6 +252,12 @@ async def show(db: Path | None, ref: str, as_json: bool) -> int:
         return 0
     out.print(f"job {job.id}  {job.name}  (batch {job.batch_id})")
     out.print(f"  image     {job.spec.image} {' '.join(job.spec.command)}")
+    if stage is not None:
+        needs = "; ".join(
+            f"{need} ({condition}{', inputs' if inputs else ''})"
+            for need, condition, inputs in stage.needs
+        )
+        out.print(f"  stage     {stage.name}" + (f", needs {needs}" if needs else ""))
     code = "" if job.exit_code is None else f", exit {job.exit_code}"
     out.print(f"  state     {job.state.value}{code}" + (f": {job.error}" if job.error else ""))
     out.print(f"  node      {job.node or '-'}")

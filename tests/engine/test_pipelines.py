@@ -116,6 +116,9 @@ def test_failure_propagates_by_condition(env: CoveyEnv) -> None:
     assert errors["after-ok"] == "ok skipped"
     assert errors["pair-1"] == "map-1 failed"
     assert ran(out) == Counter({"any": 1, "alert": 1, "pair-0": 1, "pair-2": 1})
+    shown = env.covey("show", "after-ok").stdout
+    assert "stage     after-ok, needs ok (succeeded)" in shown
+    assert "skipped: ok skipped" in shown
     skipped = env.covey("ls", "--state", "skipped", "--json").stdout.splitlines()
     assert sorted(json.loads(line)["name"] for line in skipped) == ["after-ok", "ok", "pair-1"]
 
