@@ -240,6 +240,7 @@ class Context:
         self.sharer_inbox: MemoryObjectReceiveStream[Share | Cleanup] = shared
         self.sharing = 0  # sharer items not done yet (a foreground run waits for them)
         self.shares_in_flight: Counter[str] = Counter()  # per batch (a reader waits for them)
+        self.shares_unnoted: set[str] = set()  # batches with shares whose notes are deferred
         store.on_gate = self._gated
 
     def _gated(self, result: GateResult) -> None:

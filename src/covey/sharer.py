@@ -72,6 +72,7 @@ class _Sharer:
                     return  # its reader makes its own (or is refused, naming the file)
                 ident = await self.backend.share_output(item.attempt_id, item.batch_id, out.data)
                 ctx.store.note_output(item.attempt_id, item.batch_id, ident)
+                ctx.shares_unnoted.add(item.batch_id)  # deferred: a reader commits it first
         except (EngineError, StoreError) as exc:
             log.info("sharing the output of %s: %s (its readers copy it)", item.attempt_id, exc)
         finally:
@@ -116,9 +117,10 @@ async def before_reading(ctx: Context, batch_id: str) -> None:
     their notes be committed,
     so that it names them instead of making copies. The job that becomes due when the last
     map instance is done would otherwise always copy that instance's output."""
-    if not ctx.shares_in_flight.get(batch_id):
-        return
-    with anyio.move_on_after(SHARE_WAIT):
-        while ctx.shares_in_flight.get(batch_id):
-            await anyio.sleep(0.005)
-    await ctx.store.flush()
+    if ctx.shares_in_flight.get(batch_id):
+        with anyio.move_on_after(SHARE_WAIT):
+            while ctx.shares_in_flight.get(batch_id):
+                await anyio.sleep(0.005)
+    if batch_id in ctx.shares_unnoted:  # the notes of shares just made: committed now
+        ctx.shares_unnoted.discard(batch_id)
+        await ctx.store.flush()
