@@ -231,6 +231,16 @@ class CoveyEnv:
             conn.row_factory = sqlite3.Row
             return list(conn.execute(sql, args).fetchall())
 
+    def query_when_ready(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """``query``, or nothing while the store is not there yet or still being created (a
+        covey process just started: the file exists before its tables do)."""
+        if not self.db.exists():
+            return []
+        try:
+            return self.query(sql, args)
+        except sqlite3.OperationalError:
+            return []
+
     @property
     def store_id(self) -> str:
         return str(self.query("SELECT value FROM meta WHERE key='store_id'")[0][0])

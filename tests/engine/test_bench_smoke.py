@@ -24,6 +24,8 @@ def test_bench_smoke_results_are_well_formed(swarm_host: str, tmp_path: Path) ->
     out = tmp_path / "results"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "bench", "--smoke", "--docker-host", swarm_host]
+    # the pipeline part at its smallest: its code runs, its timings are not the point here
+    cmd += ["--pipelines", "chains,mapreduce", "--chains", "3", "--map-n", "6"]
     proc = subprocess.run(
         [*cmd, "--out", str(out), "--no-plot"],
         cwd=REPO,
@@ -71,3 +73,7 @@ def test_bench_smoke_results_are_well_formed(swarm_host: str, tmp_path: Path) ->
     assert results["targets"]
     for t in results["targets"]:
         assert t["met"] in (True, False, None)
+
+    pipelines = results["pipelines"]
+    kinds = {r["kind"] for r in pipelines["runs"]}
+    assert kinds == {"chains", "mapreduce"}, kinds

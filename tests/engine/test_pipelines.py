@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -271,13 +270,8 @@ def test_outputs_are_shared_ahead_so_the_reduce_makes_only_its_index(env: CoveyE
         ).stdout  # fmt: skip
         return listed.split()
 
-    def reduce_running() -> bool:
-        try:
-            return env.jobs()["reduce"]["state"] == "running"
-        except (sqlite3.OperationalError, KeyError):
-            return False  # the store or the batch is not there yet
-
-    wait_for("the reduce to run", reduce_running, 60)
+    running = "SELECT 1 FROM jobs WHERE name='reduce' AND state='running'"
+    wait_for("the reduce to run", lambda: env.query_when_ready(running), 60)
     seen = names()
     assert sum(n.endswith("-out") for n in seen) == 4, seen
     assert sum("-in-" in n for n in seen) == 1, seen

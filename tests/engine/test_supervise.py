@@ -502,7 +502,7 @@ def test_cancel_stops_a_foreground_run(env: CoveyEnv) -> None:
     run = env.spawn("run", "-q", "--name", "fg", IMAGE, "sleep", "30")
     wait_for(
         "the run to start",
-        lambda: env.db.exists() and env.query("SELECT 1 FROM jobs WHERE state='running'"),
+        lambda: env.query_when_ready("SELECT 1 FROM jobs WHERE state='running'"),
         60,
     )
     started = time.monotonic()

@@ -259,8 +259,10 @@ async def finish(
     gated = GateResult()
     # a pipeline job is done (its dependents may go) when its logs are saved; or now, when
     # no job reads what it printed: a dependent need not wait for the engine's log read
-    if terminal and row[6] is not None and (
-        ended[1] or not await gate.output_read(tx, row[7], row[6])
+    if (
+        terminal
+        and row[6] is not None
+        and (ended[1] or not await gate.output_read(tx, row[7], row[6]))
     ):
         gated = await gate.mark_done(tx, attempt.job_id, attempt.n, recorded_at)
     return decision, gated
