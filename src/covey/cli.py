@@ -132,6 +132,7 @@ def options(
     log_cap: str | None = None,
     pending_timeout: str | None = None,
     engine_timeout: str | None = None,
+    pull_timeout: str | None = None,
 ) -> Options:
     opts = Options(max_concurrent=max_concurrent, keep=keep)
     if max_concurrent is not None and max_concurrent < 1:
@@ -146,6 +147,8 @@ def options(
         )
     if engine_timeout is not None:
         opts.engine_timeout = parse_duration(engine_timeout, what="--engine-timeout")
+    if pull_timeout is not None:
+        opts.pull_timeout = parse_duration(pull_timeout, what="--pull-timeout", allow_zero=False)
     return opts
 
 
@@ -154,6 +157,13 @@ EngineTimeoutOpt = Annotated[
     typer.Option(
         "--engine-timeout",
         help="How long to retry a create or removal while the engine is unavailable (2m).",
+    ),
+]
+PullTimeoutOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pull-timeout",
+        help="Give up on a job whose node is still pulling its image after this long (15m).",
     ),
 ]
 
@@ -230,6 +240,7 @@ def run(
         Mode, typer.Option("--mode", help="Swarm services or plain containers.")
     ] = Mode.auto,
     engine_timeout: EngineTimeoutOpt = None,
+    pull_timeout: PullTimeoutOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Run one job, like `docker run`: stream its logs, exit with its exit code."""
@@ -241,6 +252,7 @@ def run(
             keep=keep,
             pending_timeout=pending_timeout,
             engine_timeout=engine_timeout,
+            pull_timeout=pull_timeout,
             log_cap=log_cap,
         )
         async with Client(db=_db(db), mode=mode.value, options=opts) as client:
@@ -313,7 +325,17 @@ app.command(
 
 # -- submit: run's job flags, queued for `covey supervise` ---------------------------------------
 
-_SUBMIT_ONLY = {"detach", "keep", "quiet", "log_cap", "json_out", "mode", "engine_timeout", "db"}
+_SUBMIT_ONLY = {
+    "detach",
+    "keep",
+    "quiet",
+    "log_cap",
+    "json_out",
+    "mode",
+    "engine_timeout",
+    "pull_timeout",
+    "db",
+}
 
 
 def submit(**kw: Any) -> None:
@@ -411,6 +433,7 @@ def batch(
         Mode, typer.Option("--mode", help="Swarm services or plain containers.")
     ] = Mode.auto,
     engine_timeout: EngineTimeoutOpt = None,
+    pull_timeout: PullTimeoutOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Run every job of a batch file to its end; exit 0 only if all succeeded."""
@@ -424,6 +447,7 @@ def batch(
             keep_failed=keep_failed,
             log_cap=log_cap,
             engine_timeout=engine_timeout,
+            pull_timeout=pull_timeout,
         )
         async with Client(db=_db(db), mode=mode.value, options=opts) as client:
             return await foreground.run_batch(
@@ -466,6 +490,7 @@ def supervise(
         ),
     ] = None,
     engine_timeout: EngineTimeoutOpt = None,
+    pull_timeout: PullTimeoutOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Run the store's queue forever: adopt what is in flight, then admit, track, reap."""
@@ -476,6 +501,7 @@ def supervise(
             keep_failed=keep_failed,
             log_cap=log_cap,
             engine_timeout=engine_timeout,
+            pull_timeout=pull_timeout,
         )
         opts.supervise = True
         if retain is not None:
