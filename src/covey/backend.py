@@ -138,6 +138,8 @@ class Backend(Protocol):
         spec: JobSpec,
         labels: Mapping[str, str],
         inputs: Sequence[InputFile] = (),
+        *,
+        auth: str | None = None,
     ) -> str: ...
     async def observe(self, nodes: Mapping[str, NodeRecord]) -> list[Seen]: ...
     async def capacity(self, ours: set[str]) -> tuple[list[NodeRecord], dict[str, Usage]]: ...
@@ -232,8 +234,12 @@ class SwarmBackend:
         spec: JobSpec,
         labels: Mapping[str, str],
         inputs: Sequence[InputFile] = (),
+        *,
+        auth: str | None = None,
     ) -> str:
         """Create the attempt's service; a create that already happened is adopted, not repeated.
+
+        ``auth`` (``X-Registry-Auth``) travels with the task to the node that pulls its image.
 
         Its ``inputs`` become one swarm config each, created first (8 at a time) and named
         by the service; if anything fails, the configs are removed again before the error
@@ -244,7 +250,7 @@ class SwarmBackend:
         body = await self._service_body(attempt, spec, labels)
         if not inputs:
             self._made[attempt.id] = []
-            return await self._create_service(attempt, body)
+            return await self._create_service(attempt, body, auth)
         # a file already shared (covey.sharer) is named, not made again
         own = [(k, f) for k, f in enumerate(inputs) if f.shared is None]
         made = await self._create_configs(attempt, config_labels(labels), own)
@@ -255,7 +261,7 @@ class SwarmBackend:
                 else config_reference(config_name(attempt, k), made[k], f)
                 for k, f in enumerate(inputs)
             ]
-            ident = await self._create_service(attempt, body)
+            ident = await self._create_service(attempt, body, auth)
         except BaseException:
             await self._drop_configs(list(made.values()))
             raise
@@ -286,9 +292,11 @@ class SwarmBackend:
         """Remove a shared output once no job can still need it."""
         return await self._remove_config(config_id)
 
-    async def _create_service(self, attempt: AttemptRow, body: Mapping[str, Any]) -> str:
+    async def _create_service(
+        self, attempt: AttemptRow, body: Mapping[str, Any], auth: str | None
+    ) -> str:
         try:
-            return await self.engine.create_service(body)
+            return await self.engine.create_service(body, auth=auth)
         except Conflict:
             existing = await self.engine.service(attempt.service)
             if existing.labels.get(ATTEMPT_LABEL) != attempt.id:
@@ -577,10 +585,13 @@ class ContainerBackend:
         spec: JobSpec,
         labels: Mapping[str, str],
         inputs: Sequence[InputFile] = (),
+        *,
+        auth: str | None = None,
     ) -> str:
         """Create and start the attempt's container; its ``inputs`` are copied in (one tar
         archive, through the API: a remote engine too) between create and start. A
-        container that a lost reply left created but not started gets them again."""
+        container that a lost reply left created but not started gets them again.
+        (``auth`` is unused: a container runs the image as this engine has it.)"""
         if spec.secrets:
             raise EngineError("secrets need swarm mode (this engine is not a swarm manager)")
         if spec.constraints:

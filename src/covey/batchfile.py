@@ -397,6 +397,8 @@ class _Job:
             "timeout": lambda n: {"timeout": _duration(n)},
             "pending_timeout": lambda n: {"pending_timeout": _duration(n)},
             "retry": _retry,
+            "registry_auth": lambda n: {"registry_auth": _as_bool(n)},
+            "resolve_image": lambda n: {"resolve_image": _as_bool(n)},
         }
 
     def fields(self, job: Mapping[str, _Node]) -> _Fields:
@@ -733,6 +735,8 @@ _JOB_KEYS = tuple(
         "timeout",
         "pending_timeout",
         "retry",
+        "registry_auth",
+        "resolve_image",
         "for_each",
         "needs",
         "inputs",

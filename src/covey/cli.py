@@ -13,7 +13,7 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -35,6 +35,7 @@ from covey.flags import (
     parse_image,
     parse_label,
     parse_mount,
+    parse_node_hosts,
     parse_secret,
     parse_size,
 )
@@ -133,8 +134,10 @@ def options(
     pending_timeout: str | None = None,
     engine_timeout: str | None = None,
     pull_timeout: str | None = None,
+    node_hosts: Sequence[str] = (),
 ) -> Options:
     opts = Options(max_concurrent=max_concurrent, keep=keep)
+    opts.node_hosts = parse_node_hosts(node_hosts, os.environ)
     if max_concurrent is not None and max_concurrent < 1:
         raise SpecError("--max-concurrent: must be at least 1")
     if keep_failed is not None:
@@ -158,6 +161,24 @@ EngineTimeoutOpt = Annotated[
         "--engine-timeout",
         help="How long to retry a create or removal while the engine is unavailable (2m).",
     ),
+]
+NodeHostOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--node-host",
+        help="Another node's engine (unix://, tcp://): follow its events (also COVEY_NODE_HOSTS).",
+    ),
+]
+RegistryAuthOpt = Annotated[
+    bool,
+    typer.Option(
+        "--with-registry-auth",
+        help="Send the docker CLI's credentials for the image's registry, so any node can pull.",
+    ),
+]
+NoResolveOpt = Annotated[
+    bool,
+    typer.Option("--no-resolve-image", help="Do not pin the image's tag to one digest."),
 ]
 PullTimeoutOpt = Annotated[
     str | None,
@@ -239,8 +260,11 @@ def run(
     mode: Annotated[
         Mode, typer.Option("--mode", help="Swarm services or plain containers.")
     ] = Mode.auto,
+    with_registry_auth: RegistryAuthOpt = False,
+    no_resolve_image: NoResolveOpt = False,
     engine_timeout: EngineTimeoutOpt = None,
     pull_timeout: PullTimeoutOpt = None,
+    node_host: NodeHostOpt = [],  # noqa: B006
     db: DbOpt = None,
 ) -> None:
     """Run one job, like `docker run`: stream its logs, exit with its exit code."""
@@ -254,6 +278,7 @@ def run(
             engine_timeout=engine_timeout,
             pull_timeout=pull_timeout,
             log_cap=log_cap,
+            node_hosts=node_host,
         )
         async with Client(db=_db(db), mode=mode.value, options=opts) as client:
             if detach:
@@ -314,6 +339,8 @@ def spec_from_flags(a: dict[str, Any], *, file_hint: str) -> JobSpec:
         pending_timeout=opt("pending_timeout", parse_duration, "--pending-timeout"),
         stop_grace_period=opt("stop_grace_period", parse_duration, "--stop-grace-period"),
         retry=retry,
+        registry_auth=a["with_registry_auth"],
+        resolve_image=not a["no_resolve_image"],
     )
 
 
@@ -334,6 +361,7 @@ _SUBMIT_ONLY = {
     "mode",
     "engine_timeout",
     "pull_timeout",
+    "node_host",
     "db",
 }
 
@@ -432,8 +460,11 @@ def batch(
     mode: Annotated[
         Mode, typer.Option("--mode", help="Swarm services or plain containers.")
     ] = Mode.auto,
+    with_registry_auth: RegistryAuthOpt = False,
+    no_resolve_image: NoResolveOpt = False,
     engine_timeout: EngineTimeoutOpt = None,
     pull_timeout: PullTimeoutOpt = None,
+    node_host: NodeHostOpt = [],  # noqa: B006
     db: DbOpt = None,
 ) -> None:
     """Run every job of a batch file to its end; exit 0 only if all succeeded."""
@@ -442,12 +473,20 @@ def batch(
         from covey.batchfile import load_batch
 
         specs = load_batch(file)
+        changes: dict[str, bool] = {}
+        if with_registry_auth:
+            changes["registry_auth"] = True
+        if no_resolve_image:
+            changes["resolve_image"] = False
+        if changes:
+            specs = specs.map_specs(lambda spec: spec.with_changes(**changes))
         opts = options(
             max_concurrent=max_concurrent,
             keep_failed=keep_failed,
             log_cap=log_cap,
             engine_timeout=engine_timeout,
             pull_timeout=pull_timeout,
+            node_hosts=node_host,
         )
         async with Client(db=_db(db), mode=mode.value, options=opts) as client:
             return await foreground.run_batch(
@@ -491,6 +530,7 @@ def supervise(
     ] = None,
     engine_timeout: EngineTimeoutOpt = None,
     pull_timeout: PullTimeoutOpt = None,
+    node_host: NodeHostOpt = [],  # noqa: B006
     db: DbOpt = None,
 ) -> None:
     """Run the store's queue forever: adopt what is in flight, then admit, track, reap."""
@@ -502,6 +542,7 @@ def supervise(
             log_cap=log_cap,
             engine_timeout=engine_timeout,
             pull_timeout=pull_timeout,
+            node_hosts=node_host,
         )
         opts.supervise = True
         if retain is not None:

@@ -25,6 +25,7 @@ from covey.engine import Engine
 from covey.errors import EngineError, SpecError, StoreError
 from covey.flags import image_problem
 from covey.holders import HEARTBEAT
+from covey.images import Pin, resolve_all
 from covey.pipeline import Pipeline, validate
 from covey.results import JobResult, result_from
 from covey.retrying import retry
@@ -56,13 +57,18 @@ Jobs = Sequence[JobSpec] | Pipeline
 """What a batch is made of: independent jobs, or a :class:`~covey.pipeline.Pipeline`."""
 
 
+def _specs(jobs: Jobs) -> list[JobSpec]:
+    """Every spec of a batch (a fan-out's template included)."""
+    if isinstance(jobs, Pipeline):
+        return [spec for stage in jobs.stages for spec in stage.specs]
+    return list(jobs)
+
+
 def _check(jobs: Jobs) -> None:
     """The docker reference grammar and the pipeline's graph, before anything is stored."""
     if isinstance(jobs, Pipeline):
         validate(jobs)
-        specs = [spec for stage in jobs.stages for spec in stage.specs]
-    else:
-        specs = list(jobs)
+    specs = _specs(jobs)
     if not specs:
         raise SpecError("no jobs to run")
     for n, spec in enumerate(specs):
@@ -228,14 +234,34 @@ class Client:
         ids of the jobs known now (a fan-out over another job's output adds more later)."""
         _check(specs)
         ctx = await self._start()
+        pins = await self._pins(specs)
         batch_id, job_ids, _ = await ctx.store.create_batch(
-            specs, name=name, owner="run", holder=self._holder, service_names=service_names
+            specs,
+            name=name,
+            owner="run",
+            holder=self._holder,
+            service_names=service_names,
+            pins=[(p.image, p.digest, p.note) for p in pins],
         )
         self._batches.append(batch_id)
         ctx.scope = Scope(tuple(self._batches))
         ctx.new_work = True
         ctx.work.set()
         return batch_id, job_ids
+
+    async def _pins(self, specs: Jobs) -> list[Pin]:
+        """Every image of the batch pinned before it is stored (swarm mode): an image no
+        node can pull fails here, with nothing stored or created (covey.images)."""
+        if self.backend.mode != "swarm":
+            return []
+        assert self.engine is not None
+        specs = _specs(specs)
+        if all(not s.resolve_image or "@" in s.image for s in specs):
+            return await resolve_all(self.engine, specs, 1)  # no registry to ask
+        ctx = self.context
+        if not ctx.governor.nodes:
+            await ctx.refresh_nodes(force=True)
+        return await resolve_all(self.engine, specs, len(ctx.governor.nodes))
 
     async def wait(self, job_id: str) -> JobResult:
         """The job's result once it ended for good and its logs are safe."""

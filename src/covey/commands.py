@@ -95,15 +95,16 @@ async def ls(
     for s in states:
         if s not in valid:
             raise StoreError(f"--state: {s!r} is not a state (one of {', '.join(sorted(valid))})")
-    async with Store.open(db, readonly=True) as store:
-        jobs = await store.jobs(batch_id=batch_id, states=states)
     wanted: list[tuple[str, str | None]] = [
         (x.partition("=")[0], x.partition("=")[2] if "=" in x else None) for x in labels
     ]
-    jobs = [j for j in jobs if _has_labels(j, wanted)][-limit:]
+    async with Store.open(db, readonly=True) as store:
+        jobs = await store.jobs(batch_id=batch_id, states=states)
+        jobs = [j for j in jobs if _has_labels(j, wanted)][-limit:]
+        pulling = await store.pulling_jobs([j.id for j in jobs if j.state is JobState.PENDING])
     if as_json:
         for j in jobs:
-            print(json.dumps(_job_json(j)))
+            print(json.dumps(_job_json(j) | {"pulling": j.id in pulling}))
         return 0
     table = Table("JOB", "BATCH", "NAME", "STATE", "EXIT", "NODE", "ATTEMPTS", "CREATED", box=None)
     for j in jobs:
@@ -111,7 +112,7 @@ async def ls(
             j.id,
             j.batch_id,
             j.name,
-            j.state.value,
+            "pulling" if j.id in pulling else j.state.value,
             "" if j.exit_code is None else str(j.exit_code),
             j.node or "",
             str(j.attempts),
@@ -216,17 +217,27 @@ async def show(db: Path | None, ref: str, as_json: bool) -> int:
         assert job is not None
         attempts = await store.attempts(job.id)
         history = await store.transitions(job.id)
+        pin = await store.pin(job.batch_id, job.spec.image)
         stage = None
         if job.stage is not None:
             stage = next((s for s in await store.stages(job.batch_id) if s.name == job.stage), None)
+    pulling = bool(attempts) and attempts[-1].pulling is not None and job.state is JobState.PENDING
     if as_json:
         doc = _job_json(job) | {
+            "pulling": pulling,
+            "image": {
+                "name": job.spec.image,
+                "digest": pin[0] if pin else None,
+                "pinned": bool(pin and pin[0]),
+                "note": pin[1] if pin else None,
+            },
             "spec": json.loads(job.spec.to_json()),
             "attempts": [
                 {
                     "n": a.n,
                     "service": a.service,
                     "mode": a.mode,
+                    "image": a.image,
                     "node": a.node,
                     "outcome": a.outcome,
                     "exit_code": a.exit_code,
@@ -252,6 +263,8 @@ async def show(db: Path | None, ref: str, as_json: bool) -> int:
         return 0
     out.print(f"job {job.id}  {job.name}  (batch {job.batch_id})")
     out.print(f"  image     {job.spec.image} {' '.join(job.spec.command)}")
+    if pin is not None:
+        out.print(f"  digest    {pin[0]}" if pin[0] else f"  digest    none: {pin[1]}")
     if stage is not None:
         needs = "; ".join(
             f"{need} ({condition}{', inputs' if inputs else ''})"
@@ -259,7 +272,8 @@ async def show(db: Path | None, ref: str, as_json: bool) -> int:
         )
         out.print(f"  stage     {stage.name}" + (f", needs {needs}" if needs else ""))
     code = "" if job.exit_code is None else f", exit {job.exit_code}"
-    out.print(f"  state     {job.state.value}{code}" + (f": {job.error}" if job.error else ""))
+    state = "pulling" if pulling else job.state.value
+    out.print(f"  state     {state}{code}" + (f": {job.error}" if job.error else ""))
     out.print(f"  node      {job.node or '-'}")
     out.print(
         f"  created   {_when(job.created)}   started {_when(job.started)}"

@@ -20,6 +20,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from covey.backend import Backend
 from covey.capture import Passthrough
 from covey.governor import Demand, Governor
+from covey.images import Pins
 from covey.records import NANO, NodeRecord
 from covey.retrying import GIVE_UP_AFTER
 from covey.spec import JobSpec
@@ -51,6 +52,8 @@ class Options:
     use_events: bool = True
     supervise: bool = False
     retain: float | None = None  # a supervisor deletes jobs that ended longer ago than this
+    # other nodes' engines, whose container events covey follows too (covey.watcher)
+    node_hosts: tuple[str, ...] = ()
 
 
 @dataclass
@@ -219,6 +222,9 @@ class Context:
         self.options = options
         self.scope = scope
         self.governor = Governor(options.max_concurrent)
+        # each batch's images, pinned once (covey.images)
+        self.pins = Pins(store, backend.engine, lambda: len(self.governor.nodes))
+        self.watched: set[str] = set()  # nodes whose events covey.watcher follows now
         self.live = LiveTable()  # by attempt id
         self.work = Signal()  # the submitter should look for due jobs / free capacity
         self.new_work = True  # jobs were queued or a retry was decided: read the store again

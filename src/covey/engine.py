@@ -340,6 +340,7 @@ class Engine:
         body: Any = None,
         tar: bytes | None = None,
         timeout: float | aiohttp.ClientTimeout | None = DEFAULT_TIMEOUT,
+        auth: str | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One counted request; errors mapped; the response closed on exit.
 
@@ -360,6 +361,8 @@ class Engine:
         headers = _JSON_HEADERS if raw is not None else None
         if tar is not None:  # a tar archive (PUT .../archive) instead of a JSON body
             raw, headers = tar, _TAR_HEADERS
+        if auth is not None:  # registry credentials (--with-registry-auth), as docker sends them
+            headers = {**(headers or {}), "X-Registry-Auth": auth}
         data: str | bytes | io.BytesIO | None = raw
         if raw is not None and len(raw) > LARGE_BODY:  # a config's or an archive's bytes
             data = io.BytesIO(raw.encode() if isinstance(raw, str) else raw)
@@ -398,9 +401,10 @@ class Engine:
         body: Any = None,
         tar: bytes | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        auth: str | None = None,
     ) -> Any:
         async with self._response(
-            method, path, what=what, params=params, body=body, tar=tar, timeout=timeout
+            method, path, what=what, params=params, body=body, tar=tar, timeout=timeout, auth=auth
         ) as response:
             try:
                 raw = await response.read()
@@ -502,8 +506,12 @@ class Engine:
             id=raw["ID"], name=raw["Spec"]["Name"], labels=_labels(raw["Spec"].get("Labels"))
         )
 
-    async def create_service(self, body: Mapping[str, Any]) -> str:
-        raw = await self._json("POST", "services/create", what="create service", body=body)
+    async def create_service(self, body: Mapping[str, Any], *, auth: str | None = None) -> str:
+        """Create; ``auth`` (an ``X-Registry-Auth`` value) goes with the task to every node
+        that pulls the image, as ``docker service create --with-registry-auth`` sends it."""
+        raw = await self._json(
+            "POST", "services/create", what="create service", body=body, auth=auth
+        )
         return str(raw["ID"])
 
     async def remove_service(self, ident: str) -> bool:
@@ -640,6 +648,23 @@ class Engine:
             tar=tar,
             timeout=ARCHIVE_TIMEOUT,
         )
+
+    async def distribution_digest(
+        self, image: str, *, auth: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> str:
+        """The digest the image's registry names for it now (``GET /distribution/NAME/json``:
+        the engine asks the registry, with ``auth`` when given)."""
+        raw = await self._json(
+            "GET",
+            f"distribution/{image}/json",
+            what=f"distribution inspect {image}",
+            auth=auth,
+            timeout=timeout,
+        )
+        digest = (raw or {}).get("Descriptor", {}).get("Digest")
+        if not digest:
+            raise EngineError(f"distribution inspect {image}: the engine gave no digest")
+        return str(digest)
 
     async def image_exists(self, image: str) -> bool:
         try:

@@ -13,7 +13,7 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -600,3 +600,27 @@ def _is_file(value: str) -> bool:
         return Path(value).is_file()
     except (OSError, ValueError):
         return False
+
+
+# -- other nodes' engines ------------------------------------------------------------------------
+
+NODE_HOST_SCHEMES = ("unix://", "tcp://", "http://", "https://")
+
+
+def parse_node_hosts(values: Sequence[str], environ: Mapping[str, str]) -> tuple[str, ...]:
+    """``--node-host`` values and ``COVEY_NODE_HOSTS`` (comma or space separated), in order,
+    without repeats; each must be an engine address as ``DOCKER_HOST`` takes it."""
+    found: list[str] = []
+    listed = environ.get("COVEY_NODE_HOSTS", "").replace(",", " ").split()
+    for what, raw in [("--node-host", v) for v in values] + [
+        ("COVEY_NODE_HOSTS", v) for v in listed
+    ]:
+        value = raw.strip()
+        if not value.startswith(NODE_HOST_SCHEMES) or value.endswith("://"):
+            raise SpecError(
+                f"{what}: {value!r} is not an engine address (unix:///path/docker.sock or"
+                " tcp://HOST:PORT, as DOCKER_HOST takes it)"
+            )
+        if value not in found:
+            found.append(value)
+    return tuple(found)

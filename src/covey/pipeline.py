@@ -15,8 +15,8 @@ dependent is released, skipped or fanned out exactly once, also across kill -9.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from covey.errors import SpecError
@@ -96,6 +96,11 @@ class Pipeline:
     def flat(cls, specs: Sequence[JobSpec]) -> Pipeline:
         """Independent jobs: one stage per job, no needs (what ``covey run`` queues)."""
         return cls([Stage(spec.name or f"job-{i}", (spec,)) for i, spec in enumerate(specs)])
+
+    def map_specs(self, change: Callable[[JobSpec], JobSpec]) -> Pipeline:
+        """The same pipeline with every spec (and fan-out template) changed: flags such as
+        ``--with-registry-auth`` that apply to every job of a batch file."""
+        return Pipeline([replace(s, specs=tuple(change(x) for x in s.specs)) for s in self.stages])
 
     def add(
         self,

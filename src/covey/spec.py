@@ -101,6 +101,11 @@ class JobSpec:
     retry: RetryPolicy = RetryPolicy()
     index: int | None = None
     item: str | None = None
+    # send the docker CLI's credentials for the image's registry with the create, so every
+    # node can pull a private image (``--with-registry-auth``)
+    registry_auth: bool = False
+    # pin the image's tag to one digest for the whole batch (``--no-resolve-image``: not)
+    resolve_image: bool = True
 
     @property
     def env_dict(self) -> dict[str, str]:
@@ -296,6 +301,8 @@ _SPEC_DECODERS: _Decoders = {
     "retry": _retry,
     "index": _optional(_int),
     "item": _optional(_str),
+    "registry_auth": _bool,
+    "resolve_image": _bool,
 }
 
 

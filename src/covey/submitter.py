@@ -18,9 +18,11 @@ from anyio.abc import TaskGroup, TaskStatus
 from covey import adoption, sharer
 from covey.backend import StartFailed, covey_labels
 from covey.context import Context, Live, demand_of, log
-from covey.errors import EngineError
+from covey.credentials import CredentialsError
+from covey.errors import EngineError, SpecError
 from covey.inputs import InputFile
 from covey.retrying import retry
+from covey.spec import JobSpec
 from covey.states import JobState, Observation, Outcome, Phase
 from covey.store import JobRow, attempt_id
 from covey.tracker import record_end, stop
@@ -60,8 +62,16 @@ async def _create(ctx: Context, live: Live) -> None:
         await sharer.before_reading(ctx, live.job.batch_id)
     inputs = [InputFile(*file) for file in await ctx.store.inputs_for(live.job)]
     try:
+        spec, auth = await _image(ctx, live)
+    except (SpecError, CredentialsError) as exc:  # nothing was created: no node can pull it
+        await record_end(
+            ctx, live, Observation(Phase.ENDED, Outcome.REJECTED, None, str(exc)), "covey"
+        )
+        live.confirmed.set()
+        return
+    try:
         engine_id = await retry(
-            lambda: ctx.backend.create(live.attempt, live.spec, labels, inputs),
+            lambda: ctx.backend.create(live.attempt, spec, labels, inputs, auth=auth),
             what=f"create {live.attempt.service}",
             give_up_after=ctx.options.engine_timeout,
             stop=lambda: live.stop_reason is not None,
@@ -87,9 +97,19 @@ async def _create(ctx: Context, live: Live) -> None:
         return
     live.engine_id = engine_id
     live.since = time.monotonic()
-    ctx.store.attempt_created(live.attempt.id, engine_id)
+    ctx.store.attempt_created(live.attempt.id, engine_id, spec.image)
     if live.stop_reason and not live.ended:  # cancelled while it was being created
         await stop(ctx, live, live.stop_reason)
+
+
+async def _image(ctx: Context, live: Live) -> tuple[JobSpec, str | None]:
+    """The spec as this attempt runs it, and the registry credentials it sends: in swarm
+    mode its image pinned to the batch's digest (covey.images), so every node and every
+    retry runs one program. A container runs the image as its one engine has it."""
+    if ctx.backend.mode != "swarm":
+        return live.spec, None
+    pin = await ctx.pins.pin(live.job.batch_id, live.spec)
+    return live.spec.with_changes(image=pin.reference), await ctx.pins.auth(live.spec)
 
 
 async def admit(ctx: Context, job: JobRow, tg: TaskGroup) -> bool:

@@ -19,6 +19,7 @@ from covey.backend import event_observation
 from covey.context import Context, Live, log
 from covey.engine import ATTEMPT_LABEL, Unavailable
 from covey.errors import EngineError
+from covey.records import EngineEvent
 from covey.retrying import Backoff
 from covey.states import JobState, Observation, Outcome, Phase
 from covey.store import AttemptEnd, EndDecision
@@ -100,16 +101,23 @@ async def apply(ctx: Context, live: Live, obs: Observation, source: str) -> None
         log.debug("job %s attempt %s running (%s)", live.job.id, live.attempt.n, source)
     elif obs.phase is Phase.PENDING:
         live.pending_reason = obs.error or live.pending_reason
+        was_pulling = live.pull_since is not None
         live.pulling(obs.pulling, time.monotonic())
+        if obs.pulling != was_pulling:  # `covey ls` says "pulling" while it lasts
+            ctx.store.attempt_pulling(live.attempt.id, time.time() if obs.pulling else None)
 
 
-def ended_here(ctx: Context, live: Live, container: str) -> None:
+def ended_here(ctx: Context, live: Live, container: str | None) -> None:
     """A zero exit seen in a ``die`` event of this engine: the container, with its complete
     logs, is local. Unless the job reserves CPU or memory (whose release must wait until the
     manager has taken in the end, or the next job would be refused for lack of resources),
-    the reaper need not wait for a listing: that saves most of the listings of a batch."""
+    the reaper need not wait for a listing: that saves most of the listings of a batch.
+
+    ``container`` is ``None`` for a container on another node (covey.watcher): its logs
+    come through the manager, which serves them once it has taken in the end, so the
+    reaper waits for the listing that says so (one listing for all the ends of a round)."""
     live.container = container
-    if live.reserves and ctx.backend.mode == "swarm":
+    if container is None or (live.reserves and ctx.backend.mode == "swarm"):
         ctx.look.set()  # the reaper waits for the listing
         return
     live.confirmed.set()
@@ -258,6 +266,29 @@ async def _idle_refresh(ctx: Context) -> None:
         ctx.counters.api_errors += 1
 
 
+async def on_event(ctx: Context, event: EngineEvent, killed: set[str], *, local: bool) -> None:
+    """One container event of this store, from this engine (``local``) or another node's
+    (covey.watcher); ``killed`` are the containers of that engine sent a signal so far."""
+    if event.action == "kill":
+        killed.add(event.actor_id)
+        return
+    hint = event_observation(event, killed)
+    if event.action == "die":
+        killed.discard(event.actor_id)
+    if hint is None:  # a non-zero or signalled exit: only the task list can say why
+        dying = ctx.live.get(event.attributes.get(ATTEMPT_LABEL, ""))
+        if dying is not None and event.action == "die":
+            dying.died = True  # the listing lags the event: look again soon
+        ctx.look.set()
+        return
+    live = ctx.live.get(hint[0])
+    if live is not None and not live.ended and not live.stop_reason:
+        if hint[1].phase is Phase.ENDED:
+            ended_here(ctx, live, event.actor_id if local else None)
+        with anyio.CancelScope(shield=True):
+            await apply(ctx, live, hint[1], "event")
+
+
 async def event_loop(
     ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
@@ -274,24 +305,7 @@ async def event_loop(
             async for event in ctx.engine.events(ctx.backend.event_filters()):
                 ctx.counters.events_up = True
                 backoff.reset()
-                if event.action == "kill":
-                    killed.add(event.actor_id)
-                    continue
-                hint = event_observation(event, killed)
-                if event.action == "die":
-                    killed.discard(event.actor_id)
-                if hint is None:  # a non-zero or signalled exit: only the task list can say why
-                    dying = ctx.live.get(event.attributes.get(ATTEMPT_LABEL, ""))
-                    if dying is not None and event.action == "die":
-                        dying.died = True  # the listing lags the event: look again soon
-                    ctx.look.set()
-                    continue
-                live = ctx.live.get(hint[0])
-                if live is not None and not live.ended and not live.stop_reason:
-                    if hint[1].phase is Phase.ENDED:
-                        ended_here(ctx, live, event.actor_id)
-                    with anyio.CancelScope(shield=True):
-                        await apply(ctx, live, hint[1], "event")
+                await on_event(ctx, event, killed, local=True)
         except EngineError as exc:
             log.info("event stream dropped (%s); polling and resubscribing", exc)
         ctx.counters.events_up = False

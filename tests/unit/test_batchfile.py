@@ -1181,3 +1181,20 @@ def test_a_long_chain_of_needs_is_no_recursion_error(tmp_path: Path) -> None:
     text = "jobs:\n" + "\n".join(entries) + "\n  - {name: j2999, image: x}\n"
     result = pipeline(tmp_path, text)
     assert len(result.stages) == 3000
+
+
+def test_registry_auth_and_resolve_image_are_job_keys(tmp_path: Path) -> None:
+    text = """
+    defaults: {registry_auth: true}
+    jobs:
+      - {image: reg.example:5000/a:1, command: ["true"]}
+      - {image: reg.example:5000/a:1, command: ["true"], resolve_image: false}
+    """
+    one, two = load(tmp_path, text)
+    assert (one.registry_auth, one.resolve_image) == (True, True)
+    assert (two.registry_auth, two.resolve_image) == (True, False)
+
+
+def test_registry_auth_must_be_a_boolean(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="registry_auth"):
+        load(tmp_path, "jobs:\n  - {image: a, registry_auth: maybe}\n")

@@ -320,6 +320,7 @@ class Store:
         service_names: Sequence[str | None] | None = None,
         owner: str = "queue",
         holder: str | None = None,
+        pins: Sequence[tuple[str, str | None, str | None]] = (),
     ) -> tuple[str, list[str], bool]:
         """Queue jobs as one batch: ``(batch id, job ids, already existed)``.
 
@@ -364,6 +365,7 @@ class Store:
                 now=now,
                 stages=stages,
                 needs=needs,
+                pins=pins,
             )
         )
         return result
@@ -389,9 +391,32 @@ class Store:
         begun = await self._txn(lambda tx: writes.begin_attempt(tx, attempt, job.attempts))
         return attempt if begun else None
 
-    def attempt_created(self, attempt: str, engine_id: str) -> None:
-        """Note the engine's id (deferred: reconcile finds an unnoted service by its name)."""
-        self._later(lambda tx: writes.attempt_created(tx, attempt, engine_id))
+    def attempt_created(self, attempt: str, engine_id: str, image: str | None = None) -> None:
+        """Note the engine's id and the image reference it runs (deferred: reconcile finds
+        an unnoted service by its name)."""
+        self._later(lambda tx: writes.attempt_created(tx, attempt, engine_id, image))
+
+    def attempt_pulling(self, attempt: str, since: float | None) -> None:
+        """Note that its node pulls the image (since when, wall clock), or no longer does."""
+        self._later(lambda tx: writes.attempt_pulling(tx, attempt, since))
+
+    async def pin(self, batch_id: str, image: str) -> tuple[str | None, str | None] | None:
+        """The batch's pin of an image, ``(digest, note)``; ``None`` if not resolved yet."""
+        return await reads.pin(self._read, batch_id, image)
+
+    async def save_pin(
+        self, batch_id: str, image: str, digest: str | None, note: str | None
+    ) -> tuple[str | None, str | None]:
+        """Keep the batch's pin of an image; returns the one kept (the first saved wins)."""
+        now = time.time()
+        saved: tuple[str | None, str | None] = await self._txn(
+            lambda tx: writes.save_pin(tx, batch_id, image, digest, note, now)
+        )
+        return saved
+
+    async def pulling_jobs(self, job_ids: Sequence[str]) -> set[str]:
+        """Of these jobs, those whose node is pulling the image of their attempt now."""
+        return await reads.pulling_jobs(self._read, job_ids)
 
     # -- the tracker ------------------------------------------------------------------
 

@@ -353,3 +353,23 @@ async def resolve(tx: Tx, ref: str, path: object) -> tuple[str, list[str]]:
     if len(rows) > 1 or len(found) > 1 or len(named) > 1:
         raise StoreError(f"{ref!r} is ambiguous: give more of the id")
     raise StoreError(f"no job or batch {ref!r} in {path}")
+
+
+async def pin(tx: Tx, batch_id: str, image: str) -> tuple[str | None, str | None] | None:
+    row = await tx.one(
+        "SELECT digest, note FROM images WHERE batch_id=? AND image=?", (batch_id, image)
+    )
+    return (row[0], row[1]) if row else None
+
+
+async def pulling_jobs(tx: Tx, job_ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(job_ids), 500):
+        chunk = list(job_ids[start : start + 500])
+        rows = await tx.all(
+            "SELECT DISTINCT job_id FROM attempts WHERE pulling IS NOT NULL AND removed=0"
+            f" AND phase IN ('creating', 'pending') AND job_id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+        found.update(r[0] for r in rows)
+    return found

@@ -87,6 +87,8 @@ class AttemptRow:
     stop_reason: str | None = None
     logs_saved: bool = False
     removed: bool = False
+    image: str | None = None  # the reference it ran (pinned: name@digest)
+    pulling: float | None = None  # since when its node has been pulling the image
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +140,7 @@ JOB_COLS = (
 )
 ATTEMPT_COLS = (
     "id, job_id, n, service, mode, engine_id, phase, outcome, exit_code, error, node, created,"
-    " started, ended, stop_reason, logs_saved, removed"
+    " started, ended, stop_reason, logs_saved, removed, image, pulling"
 )
 BATCH_COLS = "id, name, created, total, owner"
 LOG_COLS = "stream, data, size, truncated, complete"
@@ -190,6 +192,8 @@ def attempt_row(row: Sequence[Any]) -> AttemptRow:
         stop_reason=row[14],
         logs_saved=bool(row[15]),
         removed=bool(row[16]),
+        image=row[17],
+        pulling=row[18],
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from covey.errors import StoreError
 from covey.store.writer import Tx
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -148,6 +148,21 @@ MIGRATIONS: dict[int, str] = {
         config_id TEXT NOT NULL
     );
     CREATE INDEX outputs_batch ON outputs(batch_id)
+    """,
+    # 4: images. Each image of a batch pinned to one digest (or why it runs unpinned), asked
+    # once per batch so retries and later fan-outs run the same program (covey.images); per
+    # attempt the reference it ran, and since when its node has been pulling the image.
+    4: """
+    CREATE TABLE images (
+        batch_id TEXT NOT NULL,
+        image TEXT NOT NULL,
+        digest TEXT,
+        note TEXT,
+        resolved REAL NOT NULL,
+        PRIMARY KEY (batch_id, image)
+    );
+    ALTER TABLE attempts ADD COLUMN image TEXT;
+    ALTER TABLE attempts ADD COLUMN pulling REAL
     """,
 }
 

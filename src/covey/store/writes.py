@@ -93,6 +93,7 @@ async def create_batch(
     now: float,
     stages: Sequence[tuple[Any, ...]] = (),
     needs: Sequence[tuple[Any, ...]] = (),
+    pins: Sequence[tuple[str, str | None, str | None]] = (),
 ) -> tuple[str, list[str], bool]:
     """A batch and its jobs; for a pipeline also its stages and needs (``jobs`` rows then
     carry their stage, instance number and first state: ``waiting`` when the stage needs
@@ -132,6 +133,10 @@ async def create_batch(
         "INSERT INTO transitions(job_id, state, at, source) VALUES (?, ?, ?, 'covey')",
         [(j[0], j[6], now) for j in jobs],
     )
+    await tx.many(
+        "INSERT INTO images(batch_id, image, digest, note, resolved) VALUES (?,?,?,?,?)",
+        [(batch_id, image, digest, note, now) for image, digest, note in pins],
+    )
     return batch_id, [j[0] for j in jobs], False
 
 
@@ -159,19 +164,43 @@ async def begin_attempt(tx: Tx, attempt: AttemptRow, prior: int) -> bool:
     return True
 
 
-async def attempt_created(tx: Tx, attempt: str, engine_id: str) -> None:
+async def attempt_created(tx: Tx, attempt: str, engine_id: str, image: str | None) -> None:
     await tx.run(
         "UPDATE attempts SET engine_id=?, phase=CASE phase WHEN 'creating' THEN 'pending'"
-        " ELSE phase END WHERE id=?",
-        (engine_id, attempt),
+        " ELSE phase END, image=coalesce(?, image) WHERE id=?",
+        (engine_id, image, attempt),
     )
+
+
+async def attempt_pulling(tx: Tx, attempt: str, since: float | None) -> None:
+    await tx.run(
+        "UPDATE attempts SET pulling=? WHERE id=? AND phase IN ('creating', 'pending')",
+        (since, attempt),
+    )
+
+
+async def save_pin(
+    tx: Tx, batch_id: str, image: str, digest: str | None, note: str | None, now: float
+) -> tuple[str | None, str | None]:
+    """The batch's pin of an image: the first one saved wins (two processes that resolved
+    it at once both run the digest saved first)."""
+    await tx.run(
+        "INSERT INTO images(batch_id, image, digest, note, resolved) VALUES (?,?,?,?,?)"
+        " ON CONFLICT(batch_id, image) DO NOTHING",
+        (batch_id, image, digest, note, now),
+    )
+    row = await tx.one(
+        "SELECT digest, note FROM images WHERE batch_id=? AND image=?", (batch_id, image)
+    )
+    assert row is not None
+    return row[0], row[1]
 
 
 async def attempt_running(
     tx: Tx, attempt: str, job_id: str, node: str | None, at: float, source: str
 ) -> None:
     moved = await tx.changed(
-        "UPDATE attempts SET phase='running', started=?, node=coalesce(?, node)"
+        "UPDATE attempts SET phase='running', started=?, node=coalesce(?, node), pulling=NULL"
         " WHERE id=? AND phase IN ('creating', 'pending') RETURNING 1",
         (at, node, attempt),
     )
