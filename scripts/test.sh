@@ -5,7 +5,8 @@
 #   e.g. scripts/test.sh -k harness -x
 #
 # Installs what a fresh Debian machine lacks (apt: docker.io busybox-static iproute2, and
-# python3-venv/python3-pip when Python lacks them; pip: nox), then runs
+# python3-venv/python3-pip when Python lacks them; pip: nox; the cluster tests' registries
+# add docker-registry and apache2-utils through scripts/cluster.sh), then runs
 #   python3 -m nox -s lint typecheck tests -- PYTEST ARGS
 #   python3 -m nox -s soak      (when those pass; about 4 minutes)
 # The engines the tests need are started (and stopped) by tests/conftest.py through
@@ -20,7 +21,7 @@ set -euo pipefail
 
 case ${1:-} in
 -h | --help)
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 esac

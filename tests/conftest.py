@@ -8,7 +8,9 @@ Fixtures
   plain_host    DOCKER_HOST of a private engine that is not a swarm member (``--name covey-p``)
   cluster       a 3-node swarm (``cluster.sh up --name cl``): manager + 2 workers, with
                 fault injection (kill_node, start_node, cut, heal, drain, activate); whatever a
-                test breaks is repaired after it
+                test breaks is repaired after it. Its registries: ``cluster.image`` (open) and
+                ``cluster.private_image`` (basic auth: ``registry_user``/``registry_password``)
+                are what workers can run; only the manager has covey-test/busybox:latest
   cluster_factory  a test's own small cluster (another name), taken down after the test
   covey_cli     runs ``python -m covey ARGS`` in a subprocess
 
@@ -137,13 +139,33 @@ class Node(NamedTuple):
     ip: str
 
 
+def parse_exports(stdout: str) -> dict[str, str]:
+    """The ``export NAME=VALUE`` lines of a script's stdout."""
+    exports = {}
+    for line in stdout.splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, _, value = line.removeprefix("export ").partition("=")
+            exports[key.strip()] = value.strip()
+    return exports
+
+
 @dataclass
 class Cluster:
-    """A private swarm of one manager and some workers, with fault injection."""
+    """A private swarm of one manager and some workers, with fault injection.
+
+    The nodes pull images from the cluster's two registries (plain HTTP, in the cluster's own
+    network): ``registry`` is open, ``private_registry`` wants ``registry_user`` and
+    ``registry_password``. Only the manager has the local covey-test/busybox:latest; jobs that
+    may land on a worker use ``image`` (or ``private_image``, with credentials).
+    """
 
     name: str
     docker_host: str
     nodes: list[Node]
+    registry: str = ""
+    private_registry: str = ""
+    registry_user: str = ""
+    registry_password: str = field(default="", repr=False)
     _faults: dict[str, set[str]] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -151,7 +173,31 @@ class Cluster:
         nodes = [
             Node(*line.split()[1:5]) for line in stdout.splitlines() if line.startswith("NODE ")
         ]
-        return cls(name=name, docker_host=parse_docker_host(stdout), nodes=nodes)
+        exports = parse_exports(stdout)
+        return cls(
+            name=name,
+            docker_host=parse_docker_host(stdout),
+            nodes=nodes,
+            registry=exports.get("COVEY_REGISTRY", ""),
+            private_registry=exports.get("COVEY_PRIVATE_REGISTRY", ""),
+            registry_user=exports.get("COVEY_REGISTRY_USER", ""),
+            registry_password=exports.get("COVEY_REGISTRY_PASSWORD", ""),
+        )
+
+    @property
+    def image(self) -> str:
+        """The test image on the open registry (every node can pull it)."""
+        return f"{self.registry}/covey-test/busybox:latest"
+
+    @property
+    def private_image(self) -> str:
+        """The test image on the private registry (pulls need the credentials)."""
+        return f"{self.private_registry}/covey-test/private:latest"
+
+    def push(self, src: str, dest: str) -> None:
+        """Tag the manager's local image ``src`` as ``dest`` (on one of the cluster's
+        registries) and push it; the manager keeps no ``dest`` name (nodes pull it)."""
+        run_script(CLUSTER_SH, "push", src, dest, "--name", self.name, timeout=FAULT_TIMEOUT)
 
     @property
     def manager(self) -> Node:

@@ -81,20 +81,15 @@ class Live:
     # a foreground follower copying this attempt's output (``covey run``): the reaper holds
     # the removal until it has caught up with the engine's full read (covey.capture)
     passthrough: Passthrough | None = None
+    scheduled: bool = False  # the engine has placed it on a node (--pending-timeout is over)
     pull_since: float | None = None  # monotonic: its node started pulling the image
-    pulled: float = 0.0  # seconds spent pulling before ``pull_since``
 
     def pulling(self, now_pulling: bool, now: float) -> None:
         """Note whether the engine says the image is being pulled (see tracker._stuck)."""
         if now_pulling and self.pull_since is None:
             self.pull_since = now
-        elif not now_pulling and self.pull_since is not None:
-            self.pulled += now - self.pull_since
+        elif not now_pulling:
             self.pull_since = None
-
-    def pulled_for(self, now: float) -> float:
-        """Seconds this attempt has spent pulling its image so far."""
-        return self.pulled + (now - self.pull_since if self.pull_since is not None else 0.0)
 
     @property
     def spec(self) -> JobSpec:

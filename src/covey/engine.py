@@ -661,7 +661,8 @@ class Engine:
             auth=auth,
             timeout=timeout,
         )
-        digest = (raw or {}).get("Descriptor", {}).get("Digest")
+        descriptor = (raw or {}).get("Descriptor") or {}  # an OCI descriptor: lower-case keys
+        digest = descriptor.get("digest") or descriptor.get("Digest")
         if not digest:
             raise EngineError(f"distribution inspect {image}: the engine gave no digest")
         return str(digest)

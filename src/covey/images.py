@@ -48,6 +48,7 @@ REFUSALS = (
     "denied",
     "does not exist",
 )
+AUTH_REFUSALS = ("unauthorized", "authentication required", "no basic auth credentials", "denied")
 NOT_RESOLVED = "not resolved (--no-resolve-image)"
 LOCAL_ONLY = "the engine has the image, but no registry gave its digest"
 
@@ -124,9 +125,10 @@ async def resolve(
         explicit = credentials.registry_of(image) != credentials.HUB_REGISTRY
         if (nodes <= 1 or not explicit) and await _local(engine, image):
             return _warned(Pin(image, None, LOCAL_ONLY), nodes)
+        private = any(word in message.lower() for word in AUTH_REFUSALS)
         raise ImageError(
             f"image {image}: the registry refused it: {_registry_words(message)}"
-            + ("" if auth else " (a private image? use --with-registry-auth)")
+            + (" (a private image? use --with-registry-auth)" if private and not auth else "")
         ) from None
     return Pin(image, digest)
 

@@ -89,12 +89,14 @@ class Observation:
     node_id: str | None = None
     at: float | None = None  # when it happened, by the engine's clock (ends only)
     pulling: bool = False  # pending, but its node is pulling the image
+    scheduled: bool = False  # pending, but on a node already (assigned and on)
 
     @property
     def ended(self) -> bool:
         return self.phase is Phase.ENDED
 
 
+UNSCHEDULED = frozenset({"new", "pending"})  # no node yet: what --pending-timeout bounds
 PRE_RUNNING = frozenset(
     {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
 )
@@ -141,9 +143,14 @@ def observe_task(task: TaskRecord, node: NodeRecord | None = None) -> Observatio
         if shut and task.node_id and node is not None and node.state == "down":
             return _ended(Outcome.LOST, task, f"node {node.hostname} is down", None)
         # "preparing" is the node pulling the image (and making volumes): progress, which
-        # --pull-timeout bounds, not a task the scheduler cannot place (--pending-timeout)
+        # --pull-timeout bounds, not a task the scheduler cannot place (--pending-timeout,
+        # which ends once the task is assigned to a node)
         return Observation(
-            Phase.PENDING, error=task.err, node_id=task.node_id, pulling=state == "preparing"
+            Phase.PENDING,
+            error=task.err,
+            node_id=task.node_id,
+            pulling=state == "preparing",
+            scheduled=state not in UNSCHEDULED,
         )
     if state == "running":
         if node is not None and node.state in ("down", "disconnected"):

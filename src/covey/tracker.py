@@ -101,6 +101,7 @@ async def apply(ctx: Context, live: Live, obs: Observation, source: str) -> None
         log.debug("job %s attempt %s running (%s)", live.job.id, live.attempt.n, source)
     elif obs.phase is Phase.PENDING:
         live.pending_reason = obs.error or live.pending_reason
+        live.scheduled = live.scheduled or obs.scheduled
         was_pulling = live.pull_since is not None
         live.pulling(obs.pulling, time.monotonic())
         if obs.pulling != was_pulling:  # `covey ls` says "pulling" while it lasts
@@ -185,13 +186,18 @@ async def police(ctx: Context) -> None:
 
 
 def _stuck(ctx: Context, live: Live, now: float) -> str | None:
-    """Why a pending attempt is given up, or ``None``: time spent pulling its image counts
-    against the pull timeout, the rest against the pending timeout."""
-    pulled = live.pulled_for(now)
+    """Why a pending attempt is given up, or ``None``.
+
+    Until the engine places the task on a node, the pending timeout (a task no node can
+    take); while its node pulls the image, the pull timeout (a large image on a slow link
+    is progress); once placed and not pulling (accepted, starting) the node is at work.
+    """
     if live.pull_since is not None and now - live.pull_since >= ctx.options.pull_timeout:
         return f"its image was still being pulled after {ctx.options.pull_timeout:g}s"
+    if live.scheduled or live.pull_since is not None:
+        return None
     limit = live.spec.pending_timeout or ctx.options.pending_timeout
-    if now - live.since - pulled >= limit:
+    if now - live.since >= limit:
         reason = live.pending_reason or "the engine did not schedule it"
         return f"still pending after {limit:g}s: {reason}"
     return None

@@ -21,7 +21,6 @@ from covey.store import Store
 
 pytestmark = pytest.mark.cluster
 
-IMAGE = "covey-test/busybox:latest"
 NANO = 1_000_000_000
 LOST_WITHIN = 30.0
 
@@ -41,8 +40,9 @@ def node_state(host: str, hostname: str) -> str:
     return "unknown"
 
 
-def job(command: str, **kw: object) -> JobSpec:
-    return JobSpec(image=IMAGE, command=("sh", "-c", command), **kw)  # type: ignore[arg-type]
+def job(image: str, command: str, **kw: object) -> JobSpec:
+    """A job of ``image`` (the cluster's registry image: workers have no local test image)."""
+    return JobSpec(image=image, command=("sh", "-c", command), **kw)  # type: ignore[arg-type]
 
 
 async def wait_running_on(
@@ -63,7 +63,10 @@ def no_covey_services(host: str) -> bool:
 
 
 async def test_results_and_logs_come_back_from_every_node(cluster, tmp_path: Path) -> None:
-    specs = [job(f"echo out-{i}; echo err-{i} >&2; sleep 0.3; exit {i % 3}") for i in range(18)]
+    specs = [
+        job(cluster.image, f"echo out-{i}; echo err-{i} >&2; sleep 0.3; exit {i % 3}")
+        for i in range(18)
+    ]
     async with Client(cluster.docker_host, db=tmp_path / "db") as c:
         results = [r async for r in c.map(specs)]
     nodes = Counter(r.node for r in results)
@@ -84,7 +87,8 @@ async def test_governor_holds_each_node_to_its_own_capacity(cluster, tmp_path: P
     }
     total = sum(cpus.values())
     specs = [
-        job("sleep 1.5", resources=Resources(reserve_nano_cpus=NANO)) for _ in range(total * 2)
+        job(cluster.image, "sleep 1.5", resources=Resources(reserve_nano_cpus=NANO))
+        for _ in range(total * 2)
     ]
     peak: Counter[str] = Counter()
     blocked = 0
@@ -135,8 +139,10 @@ async def test_governor_holds_each_node_to_its_own_capacity(cluster, tmp_path: P
 
 async def test_constraints_place_jobs_only_on_matching_nodes(cluster, tmp_path: Path) -> None:
     w1, w2 = cluster.workers[0].hostname, cluster.workers[1].hostname
-    specs = [job("true", constraints=(f"node.hostname=={w2}",)) for _ in range(4)]
-    specs += [job("true", constraints=(f"node.labels.covey.node=={w1}",)) for _ in range(4)]
+    specs = [job(cluster.image, "true", constraints=(f"node.hostname=={w2}",)) for _ in range(4)]
+    specs += [
+        job(cluster.image, "true", constraints=(f"node.labels.covey.node=={w1}",)) for _ in range(4)
+    ]
     async with Client(cluster.docker_host, db=tmp_path / "db") as c:
         results = [r async for r in c.map(specs)]
     by_name = {r.id: r for r in results}
@@ -147,7 +153,7 @@ async def test_constraints_place_jobs_only_on_matching_nodes(cluster, tmp_path: 
 async def _node_loss(cluster, tmp_path: Path, fault: str) -> None:
     """Jobs on a worker that dies or is cut off end as lost within 30 s and succeed elsewhere."""
     victim = cluster.workers[0]
-    specs = [job("sleep 6; echo done") for _ in range(6)]
+    specs = [job(cluster.image, "sleep 6; echo done") for _ in range(6)]
     async with Client(
         cluster.docker_host, db=tmp_path / "db", options=Options(poll_interval=1.0)
     ) as c:
@@ -192,7 +198,7 @@ async def test_jobs_behind_a_partition_are_lost_and_retried(cluster, tmp_path: P
 
 async def test_a_drained_node_is_reported_and_its_job_retried(cluster, tmp_path: Path) -> None:
     victim = cluster.workers[1]
-    specs = [job("sleep 5; echo done") for _ in range(6)]
+    specs = [job(cluster.image, "sleep 5; echo done") for _ in range(6)]
     async with Client(cluster.docker_host, db=tmp_path / "db") as c:
         assert c.store is not None
         _, ids = await c.start(specs)
@@ -219,13 +225,19 @@ async def test_pipeline_inputs_cross_nodes_through_the_swarm(cluster, tmp_path: 
     p.add(
         "map",
         [
-            job(f"echo {n}", constraints=(f"node.hostname=={map_node}",), name=f"map-{i}")
+            job(
+                cluster.image,
+                f"echo {n}",
+                constraints=(f"node.hostname=={map_node}",),
+                name=f"map-{i}",
+            )
             for i, n in enumerate(numbers)
         ],
     )
     p.add(
         "reduce",
         job(
+            cluster.image,
             "cat /covey/inputs/map/[0-9]* | awk '{s += $1} END {print s}';"
             ' grep -c \'"state": "succeeded"\' /covey/inputs/map/index.json',
             constraints=(f"node.hostname=={reduce_node}",),

@@ -111,17 +111,42 @@ def pending_live(pending_timeout: float | None = None) -> Any:
 
 
 def test_time_spent_pulling_does_not_count_as_pending() -> None:
+    """Once the task is on a node, --pending-timeout is over: the node pulls, then starts."""
     from covey.context import Options
 
     ctx = SimpleNamespace(options=Options(pending_timeout=10.0, pull_timeout=100.0))
     live = pending_live()
+    live.scheduled = True  # assigned to a node at t<1
     live.pulling(True, 1.0)  # pulling from t=1
-    assert tracker._stuck(ctx, live, 60.0) is None  # 59 s pulling, 1 s pending
-    live.pulling(False, 61.0)  # pulled; scheduled but not running yet
-    assert live.pulled_for(65.0) == 60.0
-    assert tracker._stuck(ctx, live, 69.0) is None  # 9 s pending in all
-    why = tracker._stuck(ctx, live, 71.0)
+    assert tracker._stuck(ctx, live, 60.0) is None  # 59 s pulling
+    live.pulling(False, 61.0)  # pulled; starting
+    assert tracker._stuck(ctx, live, 90.0) is None
+
+
+def test_a_task_no_node_takes_is_given_up_by_the_pending_timeout() -> None:
+    from covey.context import Options
+
+    ctx = SimpleNamespace(options=Options(pending_timeout=10.0, pull_timeout=100.0))
+    live = pending_live()
+    assert tracker._stuck(ctx, live, 9.0) is None
+    why = tracker._stuck(ctx, live, 10.5)
     assert why is not None and why.startswith("still pending after 10s")
+
+
+def test_a_task_state_says_whether_it_is_on_a_node() -> None:
+    from covey.records import TaskRecord
+    from covey.states import observe_task
+
+    fields = {f: None for f in TaskRecord.__dataclass_fields__}
+    for state, scheduled, pulling in [
+        ("pending", False, False),
+        ("assigned", True, False),
+        ("preparing", True, True),
+        ("starting", True, False),
+    ]:
+        task = TaskRecord(**{**fields, "state": state, "desired_state": "running"})
+        obs = observe_task(task)
+        assert (obs.scheduled, obs.pulling) == (scheduled, pulling), state
 
 
 def test_a_pull_that_never_ends_is_given_up_by_the_pull_timeout() -> None:
