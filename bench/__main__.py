@@ -6,6 +6,7 @@ Examples::
     python -m bench --smoke              # N=6, sequential N=2, scale 200 jobs: < 60 s
     python -m bench --docker-host unix:///path/docker.sock --n 50 --variants true
     python -m bench --only pipelines     # only the pipeline benchmark; merged into the results
+    python -m bench --only multinode     # exit -> recorded per node on a 3-node cluster
 """
 
 from __future__ import annotations
@@ -23,7 +24,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS_SCHEMA, baselines, covey_run, harness, minimal, pipelines, report, scale
+from bench import (
+    RESULTS_SCHEMA,
+    baselines,
+    covey_run,
+    harness,
+    minimal,
+    multinode,
+    pipelines,
+    report,
+    scale,
+)
 from bench.api import Docker, socket_path
 from bench.proxy import ProxyProcess
 from covey.context import AUTO_PER_CPU
@@ -40,7 +51,7 @@ ENGINE_APPROACHES = (
 )
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
 WARMUP = 40
-PARTS = ("fanout", "scale", "pipelines")
+PARTS = ("fanout", "scale", "pipelines", "multinode")
 SMOKE_PIPELINES = "chains,mapreduce,map"
 
 
@@ -73,6 +84,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--map-n", type=int, help="map instances of mapreduce and map (1000)")
     p.add_argument("--chains", type=int, help="chains a_i -> b_i (100)")
     p.add_argument(
+        "--jobs-per-node", type=int, help="multinode: jobs `sleep 1` per node and batch (10)"
+    )
+    p.add_argument("--rounds", type=int, help="multinode: batches per variant (2)")
+    p.add_argument(
         "--only",
         help="measure only these parts (fanout, scale, pipelines; comma list); the other parts "
         "of an existing results.json in --out are kept",
@@ -102,6 +117,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             args.pipelines = SMOKE_PIPELINES
     args.map_n = args.map_n or (50 if args.smoke else 1000)
     args.chains = args.chains or (5 if args.smoke else 100)
+    args.jobs_per_node = args.jobs_per_node or (2 if args.smoke else 10)
+    args.rounds = args.rounds or (1 if args.smoke else 2)
+    # a cluster of its own: in full runs, and when asked for (a smoke run skips it)
+    args.multinode = not args.smoke
     if args.only is not None:
         only = {part for part in args.only.split(",") if part}
         unknown = only - set(PARTS)
@@ -113,6 +132,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             args.scale = ""
         if "pipelines" not in only:
             args.pipelines = ""
+        args.multinode = "multinode" in only
     for kind in filter(None, args.pipelines.split(",")):
         if kind not in pipelines.KINDS:
             p.error(f"--pipelines: unknown {kind!r} (choose from {', '.join(pipelines.KINDS)})")
@@ -342,6 +362,8 @@ def merge(results: dict[str, Any], previous: Path, only: str) -> dict[str, Any]:
         merged["scale"] = results["scale"]
     if "pipelines" in parts and "pipelines" in results:
         merged["pipelines"] = results["pipelines"]
+    if "multinode" in parts and "multinode" in results:
+        merged["multinode"] = results["multinode"]
     return merged
 
 
@@ -382,6 +404,16 @@ def main(argv: list[str] | None = None) -> int:
                 with harness.private_engine(args.engine_name, keep=args.keep_engine) as host:
                     results.update(asyncio.run(measure(args, host, work, command)))
         results["scale"] = run_scale(args, work)
+        if args.multinode:
+            print("bench: multinode (cluster bench-mn) ...", flush=True)
+            ns = argparse.Namespace(
+                cluster=multinode.CLUSTER,
+                keep_cluster=args.keep_engine,
+                rounds=args.rounds,
+                jobs_per_node=args.jobs_per_node,
+                command=command,
+            )
+            results["multinode"] = asyncio.run(multinode.measure(ns))
     if args.only is not None:
         results = merge(results, args.out / "results.json", args.only)
     results["targets"] = report.targets(results)

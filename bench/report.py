@@ -90,6 +90,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             _target("covey CPU <= 2 ms per job", v, c["cpu_ms_per_job"], 2.0, at_least=False),
         ]
     out += pipeline_targets(results.get("pipelines"))
+    out += multinode_targets(results.get("multinode"))
     for s in results.get("scale", []):
         if s.get("n") == 10_000:
             rss = s.get("rss_all_tracked_bytes")
@@ -272,6 +273,17 @@ def _scale_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+MULTINODE_METHOD = (
+    "`bench/multinode.py` on a private 3-node cluster (`scripts/cluster.sh`, one manager and"
+    " two workers on this one machine; the image pulled from the cluster's registry): the"
+    " same batch once with covey connected to the manager only (`polling`: a worker's job"
+    " end is found by a task listing) and once with `--node-host` for each worker"
+    " (`node-events`: covey.watcher follows their container events). Exit: the `die` event's"
+    " time on the job's own node; recorded: its terminal transition in the store. Requests:"
+    " covey's own count against the manager (the node engines are asked apart)."
+)
+
+
 def write_markdown(results: dict[str, Any], path: Path, out: Path) -> None:
     m = results.get("machine")
     lines = [
@@ -303,6 +315,11 @@ def write_markdown(results: dict[str, Any], path: Path, out: Path) -> None:
         lines += _scale_table(results)
     if results.get("pipelines"):
         lines += _pipeline_section(results["pipelines"], results)
+    if results.get("multinode"):
+        from bench.multinode import markdown as multinode_markdown
+
+        lines += ["", "## Every node of a cluster", "", MULTINODE_METHOD, ""]
+        lines.append(multinode_markdown(results["multinode"]).rstrip())
     lines += ["", "## Targets", "", "| target | variant | value | met |", "|---|---|---:|---|"]
     for t in results.get("targets", []):
         met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
@@ -381,6 +398,40 @@ def pipeline_targets(section: dict[str, Any] | None) -> list[dict[str, Any]]:
             )
         )
     return out
+
+
+def multinode_targets(section: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The cluster issue's goal, for ``node-events``: every node's p50 and p95, and the
+    requests per job against the manager."""
+    if not section:
+        return []
+    events = section["summary"].get("node-events")
+    if not events:
+        return []
+    nodes = events["nodes"].values()
+    return [
+        _target(
+            "exit -> recorded p50 <= 250 ms on every node (worst node)",
+            "node-events",
+            max(n["p50_ms"] for n in nodes),
+            250.0,
+            at_least=False,
+        ),
+        _target(
+            "exit -> recorded p95 <= 1 s on every node (worst node, ms)",
+            "node-events",
+            max(n["p95_ms"] for n in nodes),
+            1000.0,
+            at_least=False,
+        ),
+        _target(
+            "<= 4 Docker API requests per job against the manager (multi-node)",
+            "node-events",
+            events["requests_per_job"],
+            4.0,
+            at_least=False,
+        ),
+    ]
 
 
 def pipeline_line(r: dict[str, Any]) -> str:
