@@ -7,7 +7,10 @@ then runs the same batch once per variant:
 - ``polling``: covey talks to the manager only; a job's end on a worker is found by a task
   listing (the manager's event stream carries only its own node's containers);
 - ``node-events``: ``--node-host`` names each worker's engine (covey.watcher follows their
-  container events as it follows the manager's).
+  container events as it follows the manager's);
+- ``agent``: ``--agent IMAGE`` (covey.agent: a global service forwarding each node's events
+  through the agent service's log stream on the manager; deployed, and heard from every node,
+  before the batch starts).
 
 A batch: ``--jobs-per-node`` jobs ``sleep 1`` per node (``node.hostname==H``), all admitted at
 once, through covey's Python API in this process. The exit of each job is the ``die`` event's
@@ -36,7 +39,7 @@ from bench.covey_run import _percentile, fold_ids, recorded_ends
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = "bench-mn"
-VARIANTS = ("polling", "node-events")
+VARIANTS = ("polling", "node-events", "agent")
 
 
 def cluster(command: str, name: str) -> str:
@@ -51,20 +54,25 @@ def cluster(command: str, name: str) -> str:
     return done.stdout
 
 
+def exports(out: str) -> dict[str, str]:
+    return {
+        key.removeprefix("export "): value
+        for key, _, value in (line.partition("=") for line in out.splitlines())
+        if key.startswith("export ")
+    }
+
+
 def parse_up(out: str) -> tuple[str, dict[str, str], str]:
     """(manager's DOCKER_HOST, hostname -> DOCKER_HOST of every node, registry image)."""
     nodes: dict[str, str] = {}
-    manager = registry = ""
     for line in out.splitlines():
-        if line.startswith("export DOCKER_HOST="):
-            manager = line.split("=", 1)[1]
-        elif line.startswith("export COVEY_REGISTRY="):
-            registry = line.split("=", 1)[1]
-        elif line.startswith("NODE "):
+        if line.startswith("NODE "):
             _, hostname, _, host, _ = line.split()
             nodes[hostname] = host
+    found = exports(out)
+    registry = found.get("COVEY_REGISTRY")
     image = f"{registry}/covey-test/busybox:latest" if registry else "covey-test/busybox:latest"
-    return manager, nodes, image
+    return found["DOCKER_HOST"], nodes, image
 
 
 async def follow_dies(host: str, into: dict[str, float], ready: asyncio.Event) -> None:
@@ -79,7 +87,13 @@ async def follow_dies(host: str, into: dict[str, float], ready: asyncio.Event) -
 
 
 async def one_batch(
-    variant: str, manager: str, nodes: dict[str, str], image: str, per_node: int, work: Path
+    variant: str,
+    manager: str,
+    nodes: dict[str, str],
+    image: str,
+    per_node: int,
+    work: Path,
+    agent: tuple[str, str],
 ) -> dict[str, Any]:
     import covey
 
@@ -94,20 +108,32 @@ async def one_batch(
     options = covey.Options(max_concurrent=per_node * len(nodes))
     if variant == "node-events":
         options.node_hosts = tuple(h for h in nodes.values() if h != manager)
+    if variant == "agent":
+        options.agent_image, options.agent_socket = agent
     specs = [
         covey.JobSpec(image, ("sleep", "1"), constraints=(f"node.hostname=={hostname}",))
         for hostname in nodes
         for _ in range(per_node)
     ]
     db = work / f"{variant}.db"
-    t0 = time.monotonic()
     states: Counter[str] = Counter()
     async with covey.Client(manager, db=db, options=options) as client:
+        await client.run(covey.JobSpec(image, ("true",)))  # covey up (and its agent deployed)
+        if variant == "agent":
+            deadline = time.monotonic() + 120
+            while len(client.context.agent_nodes) < len(nodes) - 1:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the agent was not heard from every node in 120 s")
+                await asyncio.sleep(0.2)
+        assert client.engine is not None
+        before = dict(client.engine.requests)
+        t0 = time.monotonic()
         async for result in client.map(specs):
             states[result.state.value] += 1
         wall = time.monotonic() - t0
-        assert client.engine is not None
-        requests = fold_ids(dict(client.engine.requests))
+        counted = Counter(client.engine.requests)
+        counted.subtract(before)  # the batch's own requests, not the warm-up's
+        requests = fold_ids({k: v for k, v in counted.items() if v > 0})
     await asyncio.sleep(0.5)
     for task in followers:
         task.cancel()
@@ -168,13 +194,17 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     out = cluster("up", args.cluster)
     try:
         manager, nodes, image = parse_up(out)
+        agent = (exports(cluster("agent-image", args.cluster))["COVEY_AGENT_IMAGE"],
+                 exports(out)["COVEY_AGENT_SOCKET"])  # fmt: skip
         runs = []
         with tempfile.TemporaryDirectory(prefix="covey-bench-mn-") as tmp:
             for k in range(args.rounds):
                 for variant in VARIANTS:
                     work = Path(tmp) / f"{k}"
                     work.mkdir(exist_ok=True)
-                    run = await one_batch(variant, manager, nodes, image, args.jobs_per_node, work)
+                    run = await one_batch(
+                        variant, manager, nodes, image, args.jobs_per_node, work, agent
+                    )
                     print(json.dumps(run), file=sys.stderr)
                     runs.append(run)
     finally:

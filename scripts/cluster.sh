@@ -40,6 +40,10 @@ commands
                      export COVEY_REGISTRY_PASSWORD=<password>
   down             stop and remove everything (idempotent; also after kill-node/cut/failures)
   status           human-readable status
+  agent-image      build covey's agent image (scripts/agent-image.sh, Debian's python3) on the
+                   manager and push it to the open registry; prints
+                     export COVEY_AGENT_IMAGE=10.231.0.2:5000/covey/agent-python:latest
+                   (`up` prints COVEY_AGENT_SOCKET: each node's socket, by hostname)
   push SRC DEST    tag the manager's local image SRC as DEST (a name on one of the two
                    registries) and push it, logging in first when DEST is on the private one
   kill-node NODE   SIGKILL the node's dockerd (containerd, shims and containers stay)
@@ -89,7 +93,7 @@ while [ $# -gt 0 ]; do
         shift
         ;;
     --workers=*) WORKERS=${1#--workers=} ;;
-    up | down | status)
+    up | down | status | agent-image)
         [ -z "$CMD" ] || die "only one command, please"
         CMD=$1
         ;;
@@ -423,6 +427,7 @@ registry_push() {
 }
 
 print_up_lines() {
+    socket_links
     local n h
     echo "export DOCKER_HOST=$(manager_host)" >&3
     for n in "${NODES[@]}"; do
@@ -434,6 +439,19 @@ print_up_lines() {
     echo "export COVEY_PRIVATE_REGISTRY=$PRIVATE_REGISTRY" >&3
     echo "export COVEY_REGISTRY_USER=$REGISTRY_USER" >&3
     echo "export COVEY_REGISTRY_PASSWORD=$(cat "$RG_DIR/password")" >&3
+    echo "export COVEY_AGENT_SOCKET=$CL_DIR/sockets/{{.Node.Hostname}}.sock" >&3
+}
+
+# The nodes share this machine's file system but each has its own socket: a link per node,
+# named by hostname, lets one bind mount with a {{.Node.Hostname}} template reach each node's
+# own engine (how covey's agent, a global service, is deployed here).
+socket_links() {
+    local n
+    mkdir -p "$CL_DIR/sockets"
+    for n in "${NODES[@]}"; do
+        node_load "$n"
+        ln -sfn "${I_HOST#unix://}" "$CL_DIR/sockets/$(node_hostname "$n").sock"
+    done
 }
 
 # Is the cluster as requested and healthy? (used by `up` to be idempotent)
@@ -650,6 +668,19 @@ cmd_status() {
     fi
 }
 
+cmd_agent_image() {
+    local image dest
+    node_load manager
+    inst_answers || die "the manager of cluster $NAME does not answer"
+    registry_healthy || die "the registries of cluster $NAME are not up"
+    image=$(bash "$(dirname "$0")/agent-image.sh" --host "$(manager_host)") ||
+        die "could not build the agent image"
+    dest=$REGISTRY/covey/agent-python:latest
+    registry_push "$image" "$dest" || die "could not push $dest"
+    log "pushed $dest"
+    echo "export COVEY_AGENT_IMAGE=$dest" >&3
+}
+
 cmd_push() {
     case $PUSH_DEST in
     "$REGISTRY"/* | "$PRIVATE_REGISTRY"/*) ;;
@@ -717,6 +748,7 @@ up) cmd_up ;;
 down) cmd_down ;;
 status) cmd_status >&3 ;;
 push) cmd_push ;;
+agent-image) cmd_agent_image ;;
 kill-node) cmd_kill_node ;;
 start-node) cmd_start_node ;;
 cut) cmd_link down ;;

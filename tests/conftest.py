@@ -166,7 +166,9 @@ class Cluster:
     private_registry: str = ""
     registry_user: str = ""
     registry_password: str = field(default="", repr=False)
+    agent_socket: str = ""  # each node's docker socket, with {{.Node.Hostname}} in it
     _faults: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    _agent_image: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_up_output(cls, name: str, stdout: str) -> Cluster:
@@ -182,6 +184,7 @@ class Cluster:
             private_registry=exports.get("COVEY_PRIVATE_REGISTRY", ""),
             registry_user=exports.get("COVEY_REGISTRY_USER", ""),
             registry_password=exports.get("COVEY_REGISTRY_PASSWORD", ""),
+            agent_socket=exports.get("COVEY_AGENT_SOCKET", ""),
         )
 
     @property
@@ -193,6 +196,14 @@ class Cluster:
     def private_image(self) -> str:
         """The test image on the private registry (pulls need the credentials)."""
         return f"{self.private_registry}/covey-test/private:latest"
+
+    def agent_image(self) -> str:
+        """covey's agent image on the open registry (``cluster.sh agent-image``: built from
+        Debian's python3 the first time, then cached)."""
+        if self._agent_image is None:
+            out = run_script(CLUSTER_SH, "agent-image", "--name", self.name)
+            self._agent_image = parse_exports(out)["COVEY_AGENT_IMAGE"]
+        return self._agent_image
 
     def push(self, src: str, dest: str) -> None:
         """Tag the manager's local image ``src`` as ``dest`` (on one of the cluster's

@@ -58,6 +58,7 @@ CONTAINER_POLL = 0.25  # a follower waiting for its task's container
 CONFIGS_AT_ONCE = 8  # concurrent config creates/removes of one attempt
 CONFIG_PREFIX = "config:"  # leftovers(): a config's ident, apart from services'
 OUTPUT_PREFIX = "output:"  # leftovers(): a shared output's config (kept while its batch runs)
+AGENT_LABEL = "covey.agent"  # covey's agent service and its config (covey.agent)
 OUTPUT_LABEL = "covey.output"  # a shared output's config: the attempt whose stdout it holds
 EMPTY_TEMPLATE = b"{{/* an empty input file */}}"  # swarm refuses empty configs
 IN_USE_TRIES = 4  # a config named by a service being removed (never seen on 20.10)
@@ -528,6 +529,9 @@ class SwarmBackend:
         attempt = service.labels.get(ATTEMPT_LABEL)
         if attempt:
             await self._remove_configs([c.id for c in await self._attempt_configs(attempt)])
+        agent_config = service.labels.get(AGENT_LABEL)  # covey's agent (covey.agent)
+        if agent_config:
+            await self._remove_config(agent_config)
         return removed
 
 

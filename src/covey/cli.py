@@ -135,9 +135,22 @@ def options(
     engine_timeout: str | None = None,
     pull_timeout: str | None = None,
     node_hosts: Sequence[str] = (),
+    agent: str | None = None,
+    agent_socket: str | None = None,
 ) -> Options:
     opts = Options(max_concurrent=max_concurrent, keep=keep)
     opts.node_hosts = parse_node_hosts(node_hosts, os.environ)
+    agent = agent or os.environ.get("COVEY_AGENT_IMAGE") or None
+    if agent is not None:
+        opts.agent_image = parse_image(agent, what="--agent")
+    agent_socket = agent_socket or os.environ.get("COVEY_AGENT_SOCKET") or None
+    if agent_socket is not None:
+        if not agent_socket.startswith("/"):
+            raise SpecError(
+                f"--agent-socket: {agent_socket!r} is not an absolute path (the docker socket"
+                " on every node; {{.Node.Hostname}} may be part of it)"
+            )
+        opts.agent_socket = agent_socket
     if max_concurrent is not None and max_concurrent < 1:
         raise SpecError("--max-concurrent: must be at least 1")
     if keep_failed is not None:
@@ -167,6 +180,21 @@ NodeHostOpt = Annotated[
     typer.Option(
         "--node-host",
         help="Another node's engine (unix://, tcp://): follow its events (also COVEY_NODE_HOSTS).",
+    ),
+]
+AgentOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--agent",
+        help="Run covey's agent (this image, with python3) on every node for their events"
+        " (also COVEY_AGENT_IMAGE).",
+    ),
+]
+AgentSocketOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--agent-socket",
+        help="The docker socket on each node, for --agent (/var/run/docker.sock).",
     ),
 ]
 RegistryAuthOpt = Annotated[
@@ -265,6 +293,8 @@ def run(
     engine_timeout: EngineTimeoutOpt = None,
     pull_timeout: PullTimeoutOpt = None,
     node_host: NodeHostOpt = [],  # noqa: B006
+    agent: AgentOpt = None,
+    agent_socket: AgentSocketOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Run one job, like `docker run`: stream its logs, exit with its exit code."""
@@ -279,6 +309,8 @@ def run(
             pull_timeout=pull_timeout,
             log_cap=log_cap,
             node_hosts=node_host,
+            agent=agent,
+            agent_socket=agent_socket,
         )
         async with Client(db=_db(db), mode=mode.value, options=opts) as client:
             if detach:
@@ -362,6 +394,8 @@ _SUBMIT_ONLY = {
     "engine_timeout",
     "pull_timeout",
     "node_host",
+    "agent",
+    "agent_socket",
     "db",
 }
 
@@ -465,6 +499,8 @@ def batch(
     engine_timeout: EngineTimeoutOpt = None,
     pull_timeout: PullTimeoutOpt = None,
     node_host: NodeHostOpt = [],  # noqa: B006
+    agent: AgentOpt = None,
+    agent_socket: AgentSocketOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Run every job of a batch file to its end; exit 0 only if all succeeded."""
@@ -487,6 +523,8 @@ def batch(
             engine_timeout=engine_timeout,
             pull_timeout=pull_timeout,
             node_hosts=node_host,
+            agent=agent,
+            agent_socket=agent_socket,
         )
         async with Client(db=_db(db), mode=mode.value, options=opts) as client:
             return await foreground.run_batch(
@@ -531,6 +569,8 @@ def supervise(
     engine_timeout: EngineTimeoutOpt = None,
     pull_timeout: PullTimeoutOpt = None,
     node_host: NodeHostOpt = [],  # noqa: B006
+    agent: AgentOpt = None,
+    agent_socket: AgentSocketOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Run the store's queue forever: adopt what is in flight, then admit, track, reap."""
@@ -543,6 +583,8 @@ def supervise(
             engine_timeout=engine_timeout,
             pull_timeout=pull_timeout,
             node_hosts=node_host,
+            agent=agent,
+            agent_socket=agent_socket,
         )
         opts.supervise = True
         if retain is not None:

@@ -54,6 +54,9 @@ class Options:
     retain: float | None = None  # a supervisor deletes jobs that ended longer ago than this
     # other nodes' engines, whose container events covey follows too (covey.watcher)
     node_hosts: tuple[str, ...] = ()
+    # the image of covey's agent on every node (covey.agent), and where a node's socket is
+    agent_image: str | None = None
+    agent_socket: str = "/var/run/docker.sock"
 
 
 @dataclass
@@ -220,6 +223,7 @@ class Context:
         # each batch's images, pinned once (covey.images)
         self.pins = Pins(store, backend.engine, lambda: len(self.governor.nodes))
         self.watched: set[str] = set()  # nodes whose events covey.watcher follows now
+        self.agent_nodes: set[str] = set()  # nodes whose agent (covey.agent) is heard now
         self.live = LiveTable()  # by attempt id
         self.work = Signal()  # the submitter should look for due jobs / free capacity
         self.new_work = True  # jobs were queued or a retry was decided: read the store again

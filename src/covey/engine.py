@@ -527,9 +527,10 @@ class Engine:
         return await self._logs(f"services/{ident}/logs", f"logs of {ident}", timeout, cap)
 
     def follow_service_logs(
-        self, ident: str, *, follow: bool = True
+        self, ident: str, *, follow: bool = True, since: float | None = None
     ) -> AsyncIterator[tuple[int, bytes]]:
-        return self._follow(f"services/{ident}/logs", f"logs of {ident}", follow)
+        """``since``: only what was logged from then on (a UNIX time)."""
+        return self._follow(f"services/{ident}/logs", f"logs of {ident}", follow, since)
 
     # -- configs (job inputs, swarm mode) ---------------------------------------------------
 
@@ -704,12 +705,14 @@ class Engine:
         return LogRead(out.captured(complete=complete), err.captured(complete=complete), problem)
 
     async def _follow(
-        self, path: str, what: str, follow: bool = True
+        self, path: str, what: str, follow: bool = True, since: float | None = None
     ) -> AsyncIterator[tuple[int, bytes]]:
         """(STDOUT or STDERR, bytes) of a log stream as they arrive, frames passed on in pieces,
         never held whole. Followed, a service's stream never ends (the caller ends it) and a
         container's ends when the container stops; ``follow=False``: the log as it is now."""
         params = {"stdout": "1", "stderr": "1", "follow": "1" if follow else "0"}
+        if since is not None:
+            params["since"] = f"{since:.9f}"
         async with self._response("GET", path, what=what, params=params, timeout=None) as resp:
             frames = Demux()
             try:

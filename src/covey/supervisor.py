@@ -15,7 +15,7 @@ import time
 import anyio
 from anyio.abc import TaskStatus
 
-from covey import adoption, reaper, sharer, submitter, tracker, watcher
+from covey import adoption, agent, reaper, sharer, submitter, tracker, watcher
 from covey.context import Context, log
 from covey.errors import CoveyError, EngineError
 from covey.retrying import retry
@@ -93,6 +93,7 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
             if ctx.options.use_events:
                 await tg.start(tracker.event_loop, ctx)
                 await tg.start(watcher.run, ctx)
+                await tg.start(agent.run, ctx)
             await tg.start(submitter.run, ctx)
             if ctx.options.supervise and ctx.options.keep_failed is not None:
                 await tg.start(prune_kept, ctx)

@@ -308,3 +308,68 @@ async def test_a_silent_node_engine_loses_no_job(cluster, tmp_path: Path) -> Non
         for j in ids:
             ends = [t for t in await c.store.transitions(j) if t.state == "succeeded"]
             assert len(ends) == 1
+
+
+async def _agent_ready(c: Client, nodes: int, timeout: float = 90) -> None:
+    """covey's agent says hello from every other node (deployed at the first run)."""
+    with anyio.fail_after(timeout):
+        while len(c.context.agent_nodes) < nodes:
+            await anyio.sleep(0.2)
+
+
+async def test_the_agent_records_ends_on_every_node_and_prune_removes_it(
+    cluster, covey_cli, tmp_path: Path
+) -> None:
+    """--agent: a global service forwards every node's events through the manager; an
+    agent killed mid-batch costs no job; `covey prune` leaves nothing of it."""
+    image = await anyio.to_thread.run_sync(cluster.agent_image)
+    options = Options(agent_image=image, agent_socket=cluster.agent_socket, max_concurrent=9)
+    db = tmp_path / "db"
+    async with Client(cluster.docker_host, db=db, options=options) as c:
+        assert c.store is not None
+        await c.run(JobSpec(cluster.image, ("true",)))  # starts covey, which deploys the agent
+        await _agent_ready(c, len(cluster.workers))
+        specs = [
+            JobSpec(cluster.image, ("sleep", "1"), constraints=(f"node.hostname=={h}",))
+            for h in per_node(cluster, 3)
+        ]
+        with anyio.fail_after(120):
+            results = [r async for r in c.map(specs)]
+        assert all(r.ok for r in results), results
+        sources = Counter()
+        for r in results:
+            last = (await c.store.transitions(r.id))[-1]
+            sources[(r.node, last.source)] += 1
+        assert dict(sources) == {(n.hostname, "event"): 3 for n in cluster.nodes}, sources
+        # the agent on a worker dies while jobs run there: every job still ends, once
+        victim = cluster.workers[0]
+        slow = [
+            JobSpec(cluster.image, ("sh", "-c", "sleep 3; echo done"),
+                    constraints=(f"node.hostname=={victim.hostname}",))
+            for _ in range(3)
+        ]  # fmt: skip
+        _, ids = await c.start(slow)
+        with anyio.fail_after(60):
+            while not all(j.state is JobState.RUNNING for j in await c.store.jobs_by_id(ids)):
+                await anyio.sleep(0.2)
+        agents = docker(
+            victim.docker_host,
+            "ps",
+            "-q",
+            "--filter",
+            "label=com.docker.swarm.service.name=" + f"covey-agent-{c.store.id}",
+        )
+        docker(victim.docker_host, "kill", *agents.split())
+        with anyio.fail_after(120):
+            done = [await c.wait(j) for j in ids]
+        assert all(r.ok and r.stdout == b"done\n" for r in done), done
+        for j in ids:
+            assert [t.state for t in await c.store.transitions(j)].count("succeeded") == 1
+        store_id = c.store.id
+    # covey leaves its agent running between runs; prune removes it and its config
+    label = f"covey.store={store_id}"
+    assert docker(cluster.docker_host, "service", "ls", "-q", "--filter", f"label={label}")
+    pruned = covey_cli("--db", str(db), "prune", docker_host=cluster.docker_host)
+    assert pruned.returncode == 0, pruned
+    assert docker(cluster.docker_host, "service", "ls", "-q", "--filter", f"label={label}") == ""
+    assert docker(cluster.docker_host, "config", "ls", "-q", "--filter", f"label={label}") == ""
