@@ -34,6 +34,7 @@ from covey.errors import EngineError
 from covey.records import EngineEvent
 from covey.retrying import Backoff
 from covey.tracker import on_event
+from covey.watcher import own_node
 
 IMAGE_LABEL = "covey.agent.image"
 BEAT = 1.0  # the agent's heartbeat period (seconds)
@@ -122,22 +123,15 @@ async def ensure(ctx: Context) -> str:
 
 async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Deploy the agent and follow it for as long as covey runs (``--agent IMAGE``)."""
-    if ctx.options.agent_image is None or ctx.backend.mode != "swarm":
-        if ctx.options.agent_image is not None:
-            log.warning("--agent is for swarm mode: ignored in container mode")
-        task_status.started()
+    own = await own_node(ctx, "--agent", ctx.options.agent_image is not None, task_status)
+    if own is False:
         return
-    task_status.started()
-    try:
-        own = (await ctx.engine.info()).node_id
-    except EngineError:
-        own = None
     backoff = Backoff(first=0.5, cap=10.0)
     warned = False
     while True:
         try:
             ident = await ensure(ctx)
-            await Follower(ctx, own, backoff).follow(ident)
+            await Follower(ctx, own or None, backoff).follow(ident)
         except EngineError as exc:
             if not warned:
                 log.warning("the covey agent: %s; jobs on other nodes are found by polling", exc)

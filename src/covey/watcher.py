@@ -16,6 +16,8 @@ a watcher, while the watcher reconnects with backoff.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import anyio
 from anyio.abc import TaskStatus
 
@@ -36,19 +38,28 @@ class Silent(EngineError):
 async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Follow every node engine of ``--node-host`` until cancelled."""
     hosts = ctx.options.node_hosts
-    if not hosts or ctx.backend.mode != "swarm":
-        if hosts:
-            log.warning("--node-host is for swarm mode: ignored in container mode")
-        task_status.started()
+    own = await own_node(ctx, "--node-host", bool(hosts), task_status)
+    if own is False:
         return
-    task_status.started()
-    try:
-        own = (await ctx.engine.info()).node_id
-    except EngineError:
-        own = None  # the manager's own engine, if named, is then followed twice: harmless
     async with anyio.create_task_group() as tg:
         for host in hosts:
             tg.start_soon(_follow, ctx, host, own)
+
+
+async def own_node(
+    ctx: Context, flag: str, asked: bool, task_status: TaskStatus[None]
+) -> str | Literal[False] | None:
+    """Started; the node id of the engine covey talks to (whose events its own stream has
+    already), ``None`` if unknown, or ``False`` when there is nothing to follow."""
+    task_status.started()
+    if not asked or ctx.backend.mode != "swarm":
+        if asked:
+            log.warning("%s is for swarm mode: ignored in container mode", flag)
+        return False
+    try:
+        return (await ctx.engine.info()).node_id
+    except EngineError:
+        return None  # its own events, if followed this way too, are applied twice: harmless
 
 
 async def _follow(ctx: Context, host: str, own: str | None) -> None:
