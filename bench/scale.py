@@ -193,6 +193,7 @@ class SimEngine(Engine):
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         timeout: float | None = None,
+        auth: str | None = None,
     ) -> Any:
         self.requests[f"{method} {what}"] += 1
         if body is not None:
@@ -220,6 +221,8 @@ class SimEngine(Engine):
             ).encode()
         if path == "nodes":
             return json.dumps([NODE]).encode()
+        if path.startswith("distribution/"):  # the image's registry names one digest
+            return json.dumps({"Descriptor": {"digest": "sha256:" + "0" * 64}}).encode()
         if path == "tasks":
             filters = json.loads(params.get("filters", "{}"))
             tasks = self.services.values()
