@@ -1,6 +1,9 @@
-"""Developer sessions: lint, typecheck, tests, soak, bench (``nox -s NAME``)."""
+"""Developer sessions: lint, typecheck, tests, browser, soak, bench (``nox -s NAME``)."""
 
 from __future__ import annotations
+
+import os
+import shutil
 
 import nox
 
@@ -31,6 +34,40 @@ def tests(session: nox.Session) -> None:
     """Unit tests, then the real-engine tests (the engines are started by tests/conftest.py)."""
     session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test"))
     session.run("pytest", *session.posargs)
+
+
+BROWSER_PACKAGES = ("chromium", "chromium-driver")
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """The web dashboard in a real browser: Debian's headless chromium driven through its
+    chromedriver (selenium), against real jobs on the private engine covey-t (CI runs it).
+
+    Installs chromium and chromium-driver with apt when missing (as root, one installer at a
+    time: the engine scripts' lock on /var/lib/apt). ``COVEY_SCREENSHOTS=docs nox -s browser``
+    also renews the README's pictures.
+    """
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        root = [] if os.geteuid() == 0 else ["sudo", "-n"]
+        session.run(
+            *root,
+            "bash",
+            "-c",
+            "set -e; exec 8</var/lib/apt; flock -w 900 8;"
+            " export DEBIAN_FRONTEND=noninteractive; apt-get update -qq </dev/null;"
+            ' apt-get install -y -qq --no-install-recommends "$@" </dev/null',
+            "apt",
+            *BROWSER_PACKAGES,
+            external=True,
+        )
+    session.install(
+        "-e",
+        ".",
+        *nox.project.dependency_groups(PYPROJECT, "test"),
+        *nox.project.dependency_groups(PYPROJECT, "browser"),
+    )
+    session.run("pytest", "tests/browser", *session.posargs, env={"COVEY_BROWSER_TESTS": "1"})
 
 
 @nox.session

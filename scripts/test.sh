@@ -8,6 +8,8 @@
 # python3-venv/python3-pip when Python lacks them; pip: nox; the cluster tests' registries
 # add docker-registry and apache2-utils through scripts/cluster.sh), then runs
 #   python3 -m nox -s lint typecheck tests -- PYTEST ARGS
+#   python3 -m nox -s browser   (the web dashboard in headless chromium; apt: chromium
+#                                chromium-driver; about a minute)
 #   python3 -m nox -s soak      (when those pass; about 4 minutes)
 # The engines the tests need are started (and stopped) by tests/conftest.py through
 # scripts/engine.sh and scripts/cluster.sh; the soak (soak/driver.py: 300 jobs through
@@ -15,13 +17,14 @@
 # and stops its own engine "soak". Needs root or passwordless sudo.
 # Environment: COVEY_KEEP_ENGINE=1 keeps the engines up between runs;
 # COVEY_TEST_DOCKER_HOST=unix:///... runs the swarm tests against an engine of yours;
-# COVEY_SOAK=0 skips the soak; COVEY_SOAK_SEED=N repeats a soak run.
+# COVEY_BROWSER=0 skips the browser tests; COVEY_SOAK=0 skips the soak; COVEY_SOAK_SEED=N
+# repeats a soak run.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
 case ${1:-} in
 -h | --help)
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 esac
@@ -71,6 +74,11 @@ elif ! python3 -c 'import nox' >/dev/null 2>&1; then
 fi
 
 "$NOX_PY" -m nox -s lint typecheck tests -- "$@" </dev/null
+if [ "${COVEY_BROWSER:-1}" = 0 ]; then
+    log "COVEY_BROWSER=0: not running the browser tests"
+else
+    "$NOX_PY" -m nox -s browser </dev/null
+fi
 if [ "${COVEY_SOAK:-1}" = 0 ]; then
     log "COVEY_SOAK=0: not running the soak"
     exit 0

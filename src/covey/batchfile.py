@@ -399,6 +399,7 @@ class _Job:
             "retry": _retry,
             "registry_auth": lambda n: {"registry_auth": _as_bool(n)},
             "resolve_image": lambda n: {"resolve_image": _as_bool(n)},
+            "priority": lambda n: {"priority": _call(n, flags.parse_int, "an integer")},
         }
 
     def fields(self, job: Mapping[str, _Node]) -> _Fields:
@@ -737,6 +738,7 @@ _JOB_KEYS = tuple(
         "retry",
         "registry_auth",
         "resolve_image",
+        "priority",
         "for_each",
         "needs",
         "inputs",

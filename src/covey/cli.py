@@ -215,6 +215,18 @@ PullTimeoutOpt = Annotated[
         help="Give up on a job whose node is still pulling its image after this long (15m).",
     ),
 ]
+UiTokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ui-token",
+        help="The dashboard's token (needed when it listens beyond localhost; also"
+        " COVEY_UI_TOKEN).",
+    ),
+]
+UiTokenFileOpt = Annotated[
+    Path | None,
+    typer.Option("--ui-token-file", help="Read the dashboard's token from this file."),
+]
 
 
 # -- the job flags shared by `run` and `submit` ---------------------------------------------------
@@ -270,6 +282,9 @@ def run(
         str | None, typer.Option("--stop-grace-period", help="Time before SIGKILL.")
     ] = None,
     retries: Annotated[int, typer.Option("--retries", help="Retries on failure (0: none).")] = 0,
+    priority: Annotated[
+        int, typer.Option("--priority", help="Higher first among jobs that could start (0).")
+    ] = 0,
     retry_on_exit: Annotated[
         str | None, typer.Option("--retry-on-exit", help="Only these codes: 75,111")
     ] = None,
@@ -373,6 +388,7 @@ def spec_from_flags(a: dict[str, Any], *, file_hint: str) -> JobSpec:
         retry=retry,
         registry_auth=a["with_registry_auth"],
         resolve_image=not a["no_resolve_image"],
+        priority=a["priority"],
     )
 
 
@@ -496,6 +512,10 @@ def batch(
     ] = Mode.auto,
     with_registry_auth: RegistryAuthOpt = False,
     no_resolve_image: NoResolveOpt = False,
+    priority: Annotated[
+        int | None,
+        typer.Option("--priority", help="Every job's priority (the file's otherwise)."),
+    ] = None,
     engine_timeout: EngineTimeoutOpt = None,
     pull_timeout: PullTimeoutOpt = None,
     node_host: NodeHostOpt = [],  # noqa: B006
@@ -509,7 +529,9 @@ def batch(
         from covey.batchfile import load_batch
 
         specs = load_batch(file)
-        changes: dict[str, bool] = {}
+        changes: dict[str, bool | int] = {}
+        if priority is not None:
+            changes["priority"] = priority
         if with_registry_auth:
             changes["registry_auth"] = True
         if no_resolve_image:
@@ -571,6 +593,14 @@ def supervise(
     node_host: NodeHostOpt = [],  # noqa: B006
     agent: AgentOpt = None,
     agent_socket: AgentSocketOpt = None,
+    ui: Annotated[
+        str | None,
+        typer.Option(
+            "--ui", help="Serve the web dashboard on [HOST:]PORT too (localhost unless a host)."
+        ),
+    ] = None,
+    ui_token: UiTokenOpt = None,
+    ui_token_file: UiTokenFileOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Run the store's queue forever: adopt what is in flight, then admit, track, reap."""
@@ -589,8 +619,67 @@ def supervise(
         opts.supervise = True
         if retain is not None:
             opts.retain = parse_duration(retain, what="--retain")
+        board = _ui_address(ui, ui_token, ui_token_file) if ui is not None else None
         async with Client(db=_db(db), mode=mode.value, options=opts) as client:
-            return await foreground.supervise(client, metrics_addr=metrics_addr, standby=standby)
+            if board is None:
+                return await foreground.supervise(
+                    client, metrics_addr=metrics_addr, standby=standby
+                )
+            from covey import dashboard
+
+            address, token = board
+            return await dashboard.beside(
+                lambda: foreground.supervise(client, metrics_addr=metrics_addr, standby=standby),
+                _db(db),
+                address,
+                token=token,
+                mode=mode.value,
+            )
+
+    execute(main)
+
+
+# -- the web dashboard ---------------------------------------------------------------------------
+
+
+def _ui_address(
+    addr: str, token: str | None, token_file: Path | None, what: str = "--ui"
+) -> tuple[Any, str | None]:
+    """Where the dashboard listens and its token; refused (exit 125) before anything
+    starts when it would listen beyond loopback without one."""
+    from covey.dashboard import parse_address, read_token, require_token
+
+    address = parse_address(addr, what=what)
+    secret = read_token(token, token_file)
+    require_token(address, secret, what=what)
+    return address, secret
+
+
+@app.command("ui")
+def ui(
+    addr: Annotated[
+        str,
+        typer.Argument(
+            help="[HOST:]PORT to listen on: 127.0.0.1 unless a host is given ([::1]:PORT for"
+            " IPv6; port 0: any free one).",
+            show_default=False,
+        ),
+    ],
+    ui_token: UiTokenOpt = None,
+    ui_token_file: UiTokenFileOpt = None,
+    mode: Annotated[
+        Mode, typer.Option("--mode", help="The engine's kind, for live logs and cancels.")
+    ] = Mode.auto,
+    db: DbOpt = None,
+) -> None:
+    """Serve the web dashboard of a store: batches, jobs, logs, and cancel, retry, throttle,
+    pause (no supervisor needs to run)."""
+
+    async def main() -> int:
+        from covey import dashboard
+
+        address, token = _ui_address(addr, ui_token, ui_token_file, what="ui")
+        return await dashboard.until_signal(_db(db), address, token=token, mode=mode.value)
 
     execute(main)
 
@@ -643,6 +732,125 @@ def cancel(
 ) -> None:
     """Cancel jobs: queued ones never start, running ones are removed."""
     execute(lambda: commands.cancel(_db(db), refs))
+
+
+schedule_app = typer.Typer(
+    help="Submit a batch file at the fire times of a cron expression (covey supervise fires).",
+    no_args_is_help=True,
+)
+app.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.command("add")
+def schedule_add(
+    name: Annotated[str, typer.Argument(help="The schedule's name.")],
+    cron: Annotated[str, typer.Option("--cron", help='Cron expression, e.g. "0 2 * * *".')],
+    file: Annotated[Path, typer.Option("-f", "--file", help="The batch file to submit.")],
+    tz: Annotated[str, typer.Option("--tz", help="Time zone of the expression.")] = "UTC",
+    db: DbOpt = None,
+) -> None:
+    """Add a schedule: `covey supervise` submits FILE at every fire time, once."""
+    from covey import schedules
+
+    path = file.resolve()  # read again at every fire time, from wherever the supervisor runs
+    execute(lambda: schedules.add(_db(db), name, cron, tz, path))
+
+
+@schedule_app.command("ls")
+def schedule_ls(
+    json_out: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """List schedules: next and last fire times, the last batch submitted."""
+    from covey import schedules
+
+    execute(lambda: schedules.listing(_db(db), json_out))
+
+
+@schedule_app.command("rm")
+def schedule_rm(
+    name: Annotated[str, typer.Argument(help="The schedule.")], db: DbOpt = None
+) -> None:
+    """Remove a schedule (batches it submitted stay)."""
+    from covey import schedules
+
+    execute(lambda: schedules.remove(_db(db), name))
+
+
+@schedule_app.command("pause")
+def schedule_pause(
+    name: Annotated[str, typer.Argument(help="The schedule.")], db: DbOpt = None
+) -> None:
+    """Stop firing a schedule until it is resumed."""
+    from covey import schedules
+
+    execute(lambda: schedules.pause(_db(db), name, True))
+
+
+@schedule_app.command("resume")
+def schedule_resume(
+    name: Annotated[str, typer.Argument(help="The schedule.")], db: DbOpt = None
+) -> None:
+    """Fire a paused schedule again, from its next fire time after now."""
+    from covey import schedules
+
+    execute(lambda: schedules.pause(_db(db), name, False))
+
+
+@app.command("timeline")
+def timeline(
+    ref: Annotated[str, typer.Argument(help="Batch id, a job of it, or the batch's name.")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="The picture: .html (default timeline-BATCH.html here), .png or .svg.",
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print {batch, path, attempts, jobs, bytes} as JSON.")
+    ] = False,
+    db: DbOpt = None,
+) -> None:
+    """Draw where a batch's time went: a lane per node, a bar per attempt."""
+    from covey import timeline as timeline_cmd
+
+    execute(lambda: timeline_cmd.command(_db(db), ref, output, json_out))
+
+
+@app.command("throttle")
+def throttle(
+    ref: Annotated[str, typer.Argument(help="The batch (its id, or a unique prefix).")],
+    cap: Annotated[
+        str, typer.Argument(help="At most this many of its jobs at once ('none': no own cap).")
+    ],
+    db: DbOpt = None,
+) -> None:
+    """Change a running batch's cap on jobs at once (effective within a second)."""
+
+    async def main() -> int:
+        return await commands.throttle(_db(db), ref, commands.parse_cap(cap))
+
+    execute(main)
+
+
+@app.command("pause")
+def pause(
+    ref: Annotated[str, typer.Argument(help="The batch.")],
+    db: DbOpt = None,
+) -> None:
+    """Stop admitting a batch's jobs; those running go on (covey resume undoes it)."""
+    execute(lambda: commands.pause(_db(db), ref, True))
+
+
+@app.command("resume")
+def resume(
+    ref: Annotated[str, typer.Argument(help="The batch.")],
+    db: DbOpt = None,
+) -> None:
+    """Admit a paused batch's jobs again."""
+    execute(lambda: commands.pause(_db(db), ref, False))
 
 
 @app.command("retry")

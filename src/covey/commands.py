@@ -10,7 +10,8 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -23,7 +24,7 @@ from covey import holders as holding
 from covey.backend import Backend
 from covey.client import Jobs, pick_backend
 from covey.engine import Engine, NotFound
-from covey.errors import EngineError, StoreError
+from covey.errors import EngineError, SpecError, StoreError
 from covey.reaper import prune as prune_objects
 from covey.reaper import remove_with_retry, save_logs
 from covey.results import result_of
@@ -32,6 +33,7 @@ from covey.store import (
     DEFAULT_LOG_CAP,
     AttemptEnd,
     AttemptRow,
+    BatchRow,
     HolderRow,
     JobRow,
     LogRecord,
@@ -106,7 +108,9 @@ async def ls(
         for j in jobs:
             print(json.dumps(_job_json(j) | {"pulling": j.id in pulling}))
         return 0
-    table = Table("JOB", "BATCH", "NAME", "STATE", "EXIT", "NODE", "ATTEMPTS", "CREATED", box=None)
+    prio = any(j.spec.priority for j in jobs)  # a column only where priorities are used
+    columns = ["JOB", "BATCH", "NAME", "STATE", "EXIT", "NODE", "ATTEMPTS", "CREATED"]
+    table = Table(*columns, *["PRIO"] * prio, box=None)
     for j in jobs:
         table.add_row(
             j.id,
@@ -117,6 +121,7 @@ async def ls(
             j.node or "",
             str(j.attempts),
             _when(j.created),
+            *[str(j.spec.priority)] * prio,
         )
     out.print(table)
     return 0
@@ -130,6 +135,7 @@ def _has_labels(job: JobRow, wanted: Sequence[tuple[str, str | None]]) -> bool:
 def _job_json(j: JobRow) -> dict[str, object]:
     return {
         "id": j.id,
+        "priority": j.spec.priority,
         "batch": j.batch_id,
         "name": j.name,
         "index": j.spec.index,
@@ -178,41 +184,57 @@ def _stage_table(stages: Sequence[StageRow], per_stage: Mapping[str, Mapping[str
     return table
 
 
+async def _show_batch(store: Store, ref: str, ids: Sequence[str], as_json: bool) -> int:
+    batch = await store.batch(ref) or await store.batch(
+        (await store.jobs_by_id(ids[:1]))[0].batch_id
+    )
+    assert batch is not None
+    counts = await store.counts(batch.id)
+    waiting_since, above = await store.queued_since(batch.id)
+    stages = await store.stages(batch.id)
+    per_stage = await store.stage_counts(batch.id)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "batch": batch.id,
+                    "name": batch.name,
+                    "total": batch.total,
+                    "created": batch.created,
+                    "states": counts,
+                    "max_concurrent": batch.max_concurrent,
+                    "paused": batch.paused,
+                    "queued_since": waiting_since,
+                    "stages": [_stage_json(s, per_stage.get(s.name, {})) for s in stages],
+                    "jobs": ids,
+                }
+            )
+        )
+    else:
+        out.print(
+            f"batch {batch.id} ({batch.name or 'unnamed'}), {batch.total} jobs,"
+            f" created {_when(batch.created)}"
+        )
+        steering = [f"at most {batch.max_concurrent} at once"] * (
+            batch.max_concurrent is not None
+        ) + ["paused: no admissions"] * batch.paused
+        if steering:
+            out.print("  " + "; ".join(steering))
+        if waiting_since is not None:
+            behind = f", behind jobs of priority {above} elsewhere" if above > 0 else ""
+            out.print(f"  oldest queued job waiting {time.time() - waiting_since:.0f}s{behind}")
+        for state, n in sorted(counts.items()):
+            out.print(f"  {state:<10} {n}")
+        if stages:
+            out.print(_stage_table(stages, per_stage))
+    return 0
+
+
 async def show(db: Path | None, ref: str, as_json: bool) -> int:
     async with Store.open(db, readonly=True) as store:
         kind, ids = await store.resolve(ref)
         if kind == "batch":
-            batch = await store.batch(ref) or await store.batch(
-                (await store.jobs_by_id(ids[:1]))[0].batch_id
-            )
-            assert batch is not None
-            counts = await store.counts(batch.id)
-            stages = await store.stages(batch.id)
-            per_stage = await store.stage_counts(batch.id)
-            if as_json:
-                print(
-                    json.dumps(
-                        {
-                            "batch": batch.id,
-                            "name": batch.name,
-                            "total": batch.total,
-                            "created": batch.created,
-                            "states": counts,
-                            "stages": [_stage_json(s, per_stage.get(s.name, {})) for s in stages],
-                            "jobs": ids,
-                        }
-                    )
-                )
-            else:
-                out.print(
-                    f"batch {batch.id} ({batch.name or 'unnamed'}), {batch.total} jobs,"
-                    f" created {_when(batch.created)}"
-                )
-                for state, n in sorted(counts.items()):
-                    out.print(f"  {state:<10} {n}")
-                if stages:
-                    out.print(_stage_table(stages, per_stage))
-            return 0
+            return await _show_batch(store, ref, ids, as_json)
         job = await store.job(ids[0])
         assert job is not None
         attempts = await store.attempts(job.id)
@@ -291,6 +313,67 @@ async def show(db: Path | None, ref: str, as_json: bool) -> int:
     return 0
 
 
+async def _batch_of(store: Store, ref: str) -> BatchRow:
+    """The batch ``ref`` names (its id, a unique prefix, or one of its jobs is refused)."""
+    found = await store.batch(ref)
+    if found is not None:
+        return found
+    kind, ids = await store.resolve(ref)
+    batch_id = (await store.jobs_by_id(ids[:1]))[0].batch_id if ids else None
+    if kind != "batch" or batch_id is None:
+        hint = f" (its batch is {batch_id})" if batch_id else ""
+        raise StoreError(f"{ref!r} is a job, not a batch{hint}")
+    found = await store.batch(batch_id)
+    assert found is not None
+    return found
+
+
+def parse_cap(text: str) -> int | None:
+    """A batch's cap as ``covey throttle`` takes it: a number of jobs (1 or more), or
+    ``none`` (no cap of its own)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise SpecError(f"throttle: {text!r} is not a number of jobs (1 or more, or 'none')")
+    return n
+
+
+async def throttle_batch(store: Store, ref: str, cap: int | None) -> str:
+    """A batch's own cap on jobs at once, changed while it runs (``None``: no cap of its own).
+    Running jobs are left alone; admissions wait until fewer than the cap run. Returns what
+    was done, in words."""
+    batch = await _batch_of(store, ref)
+    await store.steer(batch.id, max_concurrent=cap, paused=None)
+    was = "none" if batch.max_concurrent is None else str(batch.max_concurrent)
+    now = "no cap of its own" if cap is None else f"at most {cap} job(s) at once"
+    return f"batch {batch.id}: {now} (was {was})"
+
+
+async def throttle(db: Path | None, ref: str, cap: int | None) -> int:
+    async with Store.open(db) as store:
+        message = await throttle_batch(store, ref, cap)
+    print(message)
+    return 0
+
+
+async def pause_batch(store: Store, ref: str, paused: bool) -> str:
+    """Stop (or restart) a batch's admissions; its running jobs are left alone."""
+    batch = await _batch_of(store, ref)
+    await store.steer(batch.id, paused=paused)
+    return f"batch {batch.id}: {'paused' if paused else 'resumed'}"
+
+
+async def pause(db: Path | None, ref: str, paused: bool) -> int:
+    async with Store.open(db) as store:
+        message = await pause_batch(store, ref, paused)
+    print(message)
+    return 0
+
+
 async def logs(db: Path | None, ref: str, follow: bool, attempt_n: int | None) -> int:
     async with Store.open(db, readonly=True) as store:
         _, ids = await store.resolve(ref)
@@ -366,42 +449,56 @@ async def _follow_engine(store: Store, attempt_id: str, written: dict[str, int])
             tg.cancel_scope.cancel()
 
 
-async def cancel(db: Path | None, refs: Sequence[str]) -> int:
+BackendOpener = Callable[[Store], AbstractAsyncContextManager[Backend]]
+"""Gives a backend for the store's engine while its context lasts (a cancel stops attempts)."""
+
+
+@contextlib.asynccontextmanager
+async def engine_backend(store: Store) -> AsyncIterator[Backend]:
+    """The engine of ``DOCKER_HOST``, for as long as the caller needs it."""
+    async with Engine() as engine:
+        yield await pick_backend(engine, store.id, "auto")
+
+
+async def cancel_refs(
+    store: Store, refs: Sequence[str], backend: BackendOpener = engine_backend
+) -> str:
     """Record the request first (no retry or late end can revive the job), then stop what
     runs. An attempt that had already ended on the engine is recorded as it ended: a job
-    that exited 0 before the cancel reached it succeeded."""
-    async with Store.open(db) as store:
-        ids: list[str] = []
-        batches: list[str] = []  # cancelled whole: a pipeline's later stages too
-        for ref in refs:
-            kind, found = await store.resolve(ref)
-            ids += found
-            if kind == "batch" and found:
-                batches.append((await store.jobs_by_id(found[:1]))[0].batch_id)
-        live = await store.request_cancel(ids, batches=batches)
-        running = []
-        for job in live:
-            attempt = (
-                await store.attempt(attempt_id(job.id, job.attempts)) if job.attempts else None
-            )
-            if attempt is not None and attempt.phase != "ended":
-                running.append(attempt)
-        if running:
-            async with Engine() as engine:
-                backend = await pick_backend(engine, store.id, "auto")
-                seen = {s.attempt: s.observation for s in await backend.observe({})}
-                for attempt in running:
-                    await _cancel_attempt(store, backend, attempt, seen.get(attempt.id))
-        jobs = await store.jobs_by_id(ids)
+    that exited 0 before the cancel reached it succeeded. Returns what was done, in words;
+    the engine is asked only when an attempt of these jobs is in flight."""
+    ids: list[str] = []
+    batches: list[str] = []  # cancelled whole: a pipeline's later stages too
+    for ref in refs:
+        kind, found = await store.resolve(ref)
+        ids += found
+        if kind == "batch" and found:
+            batches.append((await store.jobs_by_id(found[:1]))[0].batch_id)
+    live = await store.request_cancel(ids, batches=batches)
+    running = []
+    for job in live:
+        attempt = await store.attempt(attempt_id(job.id, job.attempts)) if job.attempts else None
+        if attempt is not None and attempt.phase != "ended":
+            running.append(attempt)
+    if running:
+        async with backend(store) as opened:
+            seen = {s.attempt: s.observation for s in await opened.observe({})}
+            for attempt in running:
+                await _cancel_attempt(store, opened, attempt, seen.get(attempt.id))
+    jobs = await store.jobs_by_id(ids)
     cancelled = sum(j.state is JobState.CANCELLED for j in jobs)
     if not ids:
-        print("nothing to cancel")
-    else:
-        others = len(ids) - cancelled
-        print(
-            f"cancelled {cancelled} job(s)"
-            + (f"; {others} had ended or are ending on their own" if others else "")
-        )
+        return "nothing to cancel"
+    others = len(ids) - cancelled
+    return f"cancelled {cancelled} job(s)" + (
+        f"; {others} had ended or are ending on their own" if others else ""
+    )
+
+
+async def cancel(db: Path | None, refs: Sequence[str]) -> int:
+    async with Store.open(db) as store:
+        message = await cancel_refs(store, refs)
+    print(message)
     return 0
 
 
@@ -424,11 +521,16 @@ async def _cancel_attempt(
         store.mark_removed(attempt.id)
 
 
+async def retry_refs(store: Store, refs: Sequence[str]) -> str:
+    """Queue the ended, unsuccessful jobs among ``refs`` again; what was done, in words."""
+    done = await store.retry_jobs(await _targets(store, refs))
+    return f"queued {len(done)} job(s) again"
+
+
 async def retry(db: Path | None, refs: Sequence[str]) -> int:
     async with Store.open(db) as store:
-        ids = await _targets(store, refs)
-        done = await store.retry_jobs(ids)
-    print(f"queued {len(done)} job(s) again")
+        message = await retry_refs(store, refs)
+    print(message)
     return 0
 
 

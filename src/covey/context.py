@@ -224,6 +224,10 @@ class Context:
         self.pins = Pins(store, backend.engine, lambda: len(self.governor.nodes))
         self.watched: set[str] = set()  # nodes whose events covey.watcher follows now
         self.agent_nodes: set[str] = set()  # nodes whose agent (covey.agent) is heard now
+        # batches with a cap of their own or paused: id -> (cap, paused), read from the store
+        # by the submitter (covey throttle, pause, resume)
+        self.steering: dict[str, tuple[int | None, bool]] = {}
+        self.steered_at = -math.inf
         self.live = LiveTable()  # by attempt id
         self.work = Signal()  # the submitter should look for due jobs / free capacity
         self.new_work = True  # jobs were queued or a retry was decided: read the store again

@@ -106,6 +106,8 @@ class JobSpec:
     registry_auth: bool = False
     # pin the image's tag to one digest for the whole batch (``--no-resolve-image``: not)
     resolve_image: bool = True
+    # among jobs that could start now, higher first (first in, first out within one)
+    priority: int = 0
 
     @property
     def env_dict(self) -> dict[str, str]:
@@ -303,6 +305,7 @@ _SPEC_DECODERS: _Decoders = {
     "item": _optional(_str),
     "registry_auth": _bool,
     "resolve_image": _bool,
+    "priority": _int,
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -32,6 +32,7 @@ OUTSIDE_INTERVAL = 0.25  # a foreground orchestrator looks for other processes' 
 OUTSIDE_SLACK = 1.0  # seconds of overlap between two looks (clocks, commit timing)
 ADOPT_INTERVAL = 1.0  # a supervisor looks for work of holders that are gone
 BATCH = 256
+STEER_INTERVAL = 1.0  # a throttle or pause takes effect within this long
 
 
 async def create(ctx: Context, live: Live) -> None:
@@ -203,6 +204,14 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
             await outside.look(ctx, tg)
             blocked = False
             now = time.time()
+            if time.monotonic() - ctx.steered_at >= STEER_INTERVAL:
+                # once a second: the batches' steering (a throttle, a pause), and the queue
+                # read again in priority order (a batch of higher priority queued meanwhile)
+                due.clear()
+                steering = await ctx.store.steering(ctx.scope)
+                if steering != ctx.steering:  # resumed or throttled up: admit again now
+                    ctx.steering, ctx.new_work = steering, True
+                ctx.steered_at = time.monotonic()
             if due or ctx.new_work or quiet_until is None or now >= quiet_until:
                 ctx.new_work = False
                 blocked = await _admit_due(ctx, tg, due)
@@ -218,8 +227,23 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
             await ctx.work.wait(wait)
 
 
+def _held(ctx: Context) -> set[str]:
+    """Batches whose jobs wait now: paused, or as many running as their own cap allows."""
+    held = {b for b, (_, paused) in ctx.steering.items() if paused}
+    capped = {b: cap for b, (cap, paused) in ctx.steering.items() if cap is not None}
+    if capped:
+        running = Counter(
+            live.job.batch_id
+            for live in ctx.live.values()
+            if not live.ended and live.job.batch_id in capped
+        )
+        held |= {b for b, cap in capped.items() if running[b] >= cap}
+    return held
+
+
 async def _admit_due(ctx: Context, tg: TaskGroup, due: deque[JobRow]) -> bool:
-    """Admit what fits; ``True`` when due jobs are left waiting for capacity.
+    """Admit what fits; ``True`` when due jobs are left waiting for capacity (the governor's,
+    or their batch's own: paused, or at its cap).
 
     Due jobs are read ahead, ``BATCH`` at a time: the submitter wakes on every release, and
     one read per wake was two store round trips per job. A row read ahead may go stale
@@ -232,16 +256,23 @@ async def _admit_due(ctx: Context, tg: TaskGroup, due: deque[JobRow]) -> bool:
             ctx.counters.api_errors += 1
             log.info("reading nodes failed: %s", exc)
             return True
+    held = _held(ctx)
     while True:
         more = True  # rows left from an earlier read: read again once they are admitted
         if not due:
-            jobs = await ctx.store.due_jobs(time.time(), BATCH, ctx.scope)
+            jobs = await ctx.store.due_jobs(time.time(), BATCH, ctx.scope, sorted(held))
             # a retrying job whose last attempt is still being settled is not due yet
             due.extend(job for job in jobs if ctx.live_for_job(job.id) is None)
             more = len(jobs) == BATCH and len(due) == len(jobs)
         while due:
+            if due[0].batch_id in held:  # paused or at its own cap: read again later
+                due.popleft()
+                continue
             if not await admit(ctx, due[0], tg):
                 return True
-            due.popleft()
+            job = due.popleft()
+            if job.batch_id in ctx.steering:
+                held = _held(ctx)
         if not more:
-            return False
+            # jobs of held batches wait too: look again when capacity or steering changes
+            return bool(held)

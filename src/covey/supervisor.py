@@ -15,7 +15,7 @@ import time
 import anyio
 from anyio.abc import TaskStatus
 
-from covey import adoption, agent, reaper, sharer, submitter, tracker, watcher
+from covey import adoption, agent, reaper, schedules, sharer, submitter, tracker, watcher
 from covey.context import Context, log
 from covey.errors import CoveyError, EngineError
 from covey.retrying import retry
@@ -99,4 +99,6 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
                 await tg.start(prune_kept, ctx)
             if ctx.options.supervise and ctx.options.retain is not None:
                 await tg.start(retain, ctx)
+            if ctx.options.supervise:
+                await tg.start(schedules.run, ctx)
             task_status.started()

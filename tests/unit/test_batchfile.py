@@ -1198,3 +1198,12 @@ def test_registry_auth_and_resolve_image_are_job_keys(tmp_path: Path) -> None:
 def test_registry_auth_must_be_a_boolean(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="registry_auth"):
         load(tmp_path, "jobs:\n  - {image: a, registry_auth: maybe}\n")
+
+
+def test_priority_is_a_job_key(tmp_path: Path) -> None:
+    one, two = load(
+        tmp_path, "defaults: {priority: 2}\njobs:\n  - {image: a}\n  - {image: a, priority: -1}\n"
+    )
+    assert (one.priority, two.priority) == (2, -1)
+    with pytest.raises(SpecError, match=r"batch.yml:2: jobs\[0\].priority: .*integer"):
+        load(tmp_path, "jobs:\n  - {image: a, priority: high}\n")

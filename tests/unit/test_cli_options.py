@@ -85,3 +85,16 @@ def _run_args(**changes: object) -> dict[str, object]:
         for name, p in inspect.signature(run).parameters.items()
     }
     return {**args, "image": "busybox", **changes}
+
+
+@pytest.mark.parametrize("bad", ["0", "lots", "2.5"])
+def test_throttle_wants_a_number_of_jobs_or_none(bad: str, tmp_path: object) -> None:
+    shown = CliRunner().invoke(app, ["throttle", "b1", bad], env={"COLUMNS": "200"})
+    assert shown.exit_code == 125
+    assert "is not a number of jobs (1 or more, or 'none')" in shown.output
+
+
+def test_priority_reaches_the_spec() -> None:
+    from covey.cli import spec_from_flags
+
+    assert spec_from_flags(_run_args(priority=7), file_hint="").priority == 7

@@ -370,3 +370,14 @@ async def _add_instances(
         " VALUES (?, 'waiting', ?, 'covey', ?)",
         [(r[0], now, f"item {i} of {stage}") for i, r in enumerate(rows)],
     )
+    await set_priorities(tx, batch_id)
+
+
+async def set_priorities(tx: Tx, batch_id: str) -> None:
+    """Copy each new job's ``priority`` from its spec into the column the due index orders
+    by (specs leave out a default 0)."""
+    await tx.run(
+        "UPDATE jobs SET priority=json_extract(spec, '$.priority') WHERE batch_id=?"
+        " AND priority=0 AND json_extract(spec, '$.priority') IS NOT NULL",
+        (batch_id,),
+    )

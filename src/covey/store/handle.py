@@ -31,8 +31,9 @@ from covey.pipeline import Pipeline, validate
 from covey.retrying import GaveUp, retry
 from covey.spec import JobSpec
 from covey.states import JobState
-from covey.store import gate, reads, schema, writes
+from covey.store import gate, pages, reads, schema, writes
 from covey.store.gate import GateResult
+from covey.store.pages import JobLine
 from covey.store.reads import Scope
 from covey.store.rows import (
     AttemptRow,
@@ -41,11 +42,13 @@ from covey.store.rows import (
     JobRow,
     JobSnapshot,
     LogRecord,
+    ScheduleRow,
     StageRow,
     Transition,
     attempt_id,
     new_id,
 )
+from covey.store.timeline import BatchTimeline, batch_timeline
 from covey.store.writer import GroupWriter, Tx, Write
 from covey.store.writes import AttemptEnd, StreamLog
 
@@ -370,10 +373,102 @@ class Store:
         )
         return result
 
+    # -- the web dashboard (covey.dashboard): pages of rows, never a whole table -----
+
+    async def batch_page(self, limit: int, offset: int) -> tuple[list[BatchRow], int]:
+        """Newest batches first, one page; and how many batches the store has."""
+        return await pages.batch_page(self._read, limit, offset)
+
+    async def batch_counts(self, batch_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per batch, its jobs per state."""
+        return await pages.batch_counts(self._read, batch_ids)
+
+    async def job_lines(
+        self,
+        batch_id: str,
+        *,
+        states: Sequence[str] = (),
+        name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[JobLine]:
+        """One page of a batch's jobs (no specs read), filtered by state and part of a name."""
+        return await pages.job_lines(
+            self._read, batch_id, states=states, name=name, limit=limit, offset=offset
+        )
+
+    async def count_jobs(
+        self, batch_id: str, *, states: Sequence[str] = (), name: str | None = None
+    ) -> int:
+        return await pages.count_jobs(self._read, batch_id, states=states, name=name)
+
     # -- the submitter ----------------------------------------------------------------
 
-    async def due_jobs(self, now: float, limit: int, scope: Scope) -> list[JobRow]:
-        return await reads.due_jobs(self._read, now, limit, scope)
+    async def due_jobs(
+        self, now: float, limit: int, scope: Scope, held: Sequence[str] = ()
+    ) -> list[JobRow]:
+        """Due jobs, highest priority first, none of the ``held`` batches."""
+        return await reads.due_jobs(self._read, now, limit, scope, held)
+
+    # -- schedules (covey.schedules) ----------------------------------------------------
+
+    async def schedules(self) -> list[ScheduleRow]:
+        rows = await reads.schedules(self._read)
+        return [
+            ScheduleRow(
+                name=r[0],
+                cron=r[1],
+                tz=r[2],
+                file=r[3],
+                created=r[4],
+                paused=bool(r[5]),
+                next_fire=r[6],
+                last_fire=r[7],
+                last_batch=r[8],
+                last_error=r[9],
+            )
+            for r in rows
+        ]
+
+    async def schedule_add(
+        self, name: str, cron: str, tz: str, file: str, next_fire: float
+    ) -> bool:
+        """``False`` when a schedule of that name exists."""
+        now = time.time()
+        added: bool = await self._txn(
+            lambda tx: writes.schedule_add(tx, name, cron, tz, file, now, next_fire)
+        )
+        return added
+
+    async def schedule_remove(self, name: str) -> bool:
+        removed: bool = await self._txn(lambda tx: writes.schedule_remove(tx, name))
+        return removed
+
+    async def schedule_pause(self, name: str, paused: bool, next_fire: float | None) -> bool:
+        done: bool = await self._txn(lambda tx: writes.schedule_pause(tx, name, paused, next_fire))
+        return done
+
+    async def schedule_fired(
+        self, name: str, fire: float, upcoming: float, batch_id: str | None, error: str | None
+    ) -> None:
+        await self._txn(lambda tx: writes.schedule_fired(tx, name, fire, upcoming, batch_id, error))
+
+    async def queued_since(self, batch_id: str) -> tuple[float | None, int]:
+        """(when its longest-waiting queued job was queued, the top priority due elsewhere)."""
+        return await reads.queued_since(self._read, batch_id)
+
+    async def steering(self, scope: Scope) -> dict[str, tuple[int | None, bool]]:
+        """Batches (in scope) with a cap of their own or paused: id -> (cap, paused)."""
+        return await reads.steering(self._read, scope)
+
+    async def steer(
+        self, batch_id: str, *, max_concurrent: int | bool | None = False, paused: bool | None
+    ) -> None:
+        """Set a batch's own cap (``None``: none) or pause it; its orchestrator reads it
+        within a second (covey throttle, pause, resume)."""
+        await self._txn(
+            lambda tx: writes.steer(tx, batch_id, max_concurrent=max_concurrent, paused=paused)
+        )
 
     async def next_due(self, scope: Scope) -> float | None:
         return await reads.next_due(self._read, scope)
@@ -683,6 +778,11 @@ class Store:
 
     async def resolve(self, ref: str) -> tuple[str, list[str]]:
         return await reads.resolve(self._read, ref, self.path)
+
+    async def timeline(self, batch_id: str) -> BatchTimeline | None:
+        """Every attempt of the batch (an id, or a batch's name: its latest) with its times,
+        and its jobs' waits (``covey timeline``); ``None``: no such batch."""
+        return await batch_timeline(self._read, batch_id)
 
 
 async def _nothing(tx: Tx) -> None:

@@ -61,17 +61,48 @@ async def _chunked(tx: Tx, sql: str, ids: Sequence[str]) -> list[Any]:
     return rows
 
 
-async def due_jobs(tx: Tx, now: float, limit: int, scope: Scope) -> list[JobRow]:
-    """Queued jobs, and retrying jobs whose backoff is over, oldest first."""
+async def due_jobs(
+    tx: Tx, now: float, limit: int, scope: Scope, held: Sequence[str] = ()
+) -> list[JobRow]:
+    """Queued jobs, and retrying jobs whose backoff is over: highest priority first, oldest
+    first within one; none of the ``held`` batches (paused, or at their own cap)."""
     where, extra = scope.sql("batch_id")
+    if held:
+        where += f" AND batch_id NOT IN ({','.join('?' * len(held))})"
+        extra = [*extra, *held]
     rows = await tx.all(
         f"SELECT {JOB_COLS} FROM jobs WHERE state IN {_DUE}"
         " AND (not_before IS NULL OR not_before <= ?) AND cancel_requested=0"
         + where
-        + " ORDER BY created, seq LIMIT ?",
+        + " ORDER BY priority DESC, created, seq LIMIT ?",
         [now, *extra, limit],
     )
     return [job_row(r) for r in rows]
+
+
+async def queued_since(tx: Tx, batch_id: str) -> tuple[float | None, int]:
+    """When the batch's longest-waiting queued job was queued, and the highest priority of
+    any other batch's due jobs (what it may be waiting behind)."""
+    row = await tx.one(
+        "SELECT min(updated), max(priority) FROM jobs WHERE batch_id=? AND state='queued'",
+        (batch_id,),
+    )
+    other = await tx.one(
+        f"SELECT max(priority) FROM jobs WHERE state IN {_DUE} AND batch_id<>?", (batch_id,)
+    )
+    since = row[0] if row else None
+    return since, int(other[0]) if other and other[0] is not None else 0
+
+
+async def steering(tx: Tx, scope: Scope) -> dict[str, tuple[int | None, bool]]:
+    """The batches (in scope) with a cap of their own or paused: id -> (cap, paused)."""
+    where, extra = scope.sql("id")
+    rows = await tx.all(
+        "SELECT id, max_concurrent, paused FROM batches"
+        " WHERE (max_concurrent IS NOT NULL OR paused=1)" + where,
+        extra,
+    )
+    return {r[0]: (r[1], bool(r[2])) for r in rows}
 
 
 async def next_due(tx: Tx, scope: Scope) -> float | None:
@@ -373,3 +404,12 @@ async def pulling_jobs(tx: Tx, job_ids: Sequence[str]) -> set[str]:
         )
         found.update(r[0] for r in rows)
     return found
+
+
+SCHEDULE_COLS = (
+    "name, cron, tz, file, created, paused, next_fire, last_fire, last_batch, last_error"
+)
+
+
+async def schedules(tx: Tx) -> list[tuple[Any, ...]]:
+    return list(await tx.all(f"SELECT {SCHEDULE_COLS} FROM schedules ORDER BY name"))

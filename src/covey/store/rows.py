@@ -28,6 +28,8 @@ class BatchRow:
     created: float
     total: int
     owner: str = "queue"  # "queue" (a supervisor's) or "run" (a foreground process's)
+    max_concurrent: int | None = None  # its own cap (covey throttle)
+    paused: bool = False  # no admissions (covey pause)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,22 @@ class JobRow:
     cancel_requested: bool
     stage: str | None = None  # its stage in a pipeline (None: a job of a flat batch)
     idx: int | None = None  # its instance number in that stage
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A schedule (covey.schedules): a batch file submitted at each fire time."""
+
+    name: str
+    cron: str
+    tz: str
+    file: str
+    created: float
+    paused: bool
+    next_fire: float
+    last_fire: float | None = None
+    last_batch: str | None = None
+    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +160,7 @@ ATTEMPT_COLS = (
     "id, job_id, n, service, mode, engine_id, phase, outcome, exit_code, error, node, created,"
     " started, ended, stop_reason, logs_saved, removed, image, pulling"
 )
-BATCH_COLS = "id, name, created, total, owner"
+BATCH_COLS = "id, name, created, total, owner, max_concurrent, paused"
 LOG_COLS = "stream, data, size, truncated, complete"
 HOLDER_COLS = "id, role, pid, host, proc_started, since, heartbeat"
 
@@ -198,7 +216,7 @@ def attempt_row(row: Sequence[Any]) -> AttemptRow:
 
 
 def batch_row(row: Sequence[Any]) -> BatchRow:
-    return BatchRow(row[0], row[1], row[2], row[3], row[4])
+    return BatchRow(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
 
 
 def holder_row(row: Sequence[Any]) -> HolderRow:

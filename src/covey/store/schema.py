@@ -13,7 +13,7 @@ from pathlib import Path
 from covey.errors import StoreError
 from covey.store.writer import Tx
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -163,6 +163,30 @@ MIGRATIONS: dict[int, str] = {
     );
     ALTER TABLE attempts ADD COLUMN image TEXT;
     ALTER TABLE attempts ADD COLUMN pulling REAL
+    """,
+    # 5: steering. A batch's own concurrency cap and whether its admissions are paused
+    # (``covey throttle``/``pause``/``resume``, read by whichever process runs it), and per
+    # job its priority; due jobs are read highest priority first, oldest first within one,
+    # from an index that holds only the due ones. Schedules: a batch file submitted by the
+    # supervisor at each fire time of a cron expression (covey.schedules).
+    5: """
+    ALTER TABLE batches ADD COLUMN max_concurrent INTEGER;
+    ALTER TABLE batches ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_due ON jobs(priority DESC, created, seq)
+        WHERE state IN ('queued', 'retrying') AND cancel_requested=0;
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        cron TEXT NOT NULL,
+        tz TEXT NOT NULL,
+        file TEXT NOT NULL,
+        created REAL NOT NULL,
+        paused INTEGER NOT NULL DEFAULT 0,
+        next_fire REAL NOT NULL,
+        last_fire REAL,
+        last_batch TEXT,
+        last_error TEXT
+    )
     """,
 }
 

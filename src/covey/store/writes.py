@@ -133,11 +133,22 @@ async def create_batch(
         "INSERT INTO transitions(job_id, state, at, source) VALUES (?, ?, ?, 'covey')",
         [(j[0], j[6], now) for j in jobs],
     )
+    await gate.set_priorities(tx, batch_id)
     await tx.many(
         "INSERT INTO images(batch_id, image, digest, note, resolved) VALUES (?,?,?,?,?)",
         [(batch_id, image, digest, note, now) for image, digest, note in pins],
     )
     return batch_id, [j[0] for j in jobs], False
+
+
+async def steer(
+    tx: Tx, batch_id: str, *, max_concurrent: int | bool | None = False, paused: bool | None
+) -> None:
+    """A batch's own cap (``None``: none; ``False``: unchanged) and pause."""
+    if max_concurrent is not False:
+        await tx.run("UPDATE batches SET max_concurrent=? WHERE id=?", (max_concurrent, batch_id))
+    if paused is not None:
+        await tx.run("UPDATE batches SET paused=? WHERE id=?", (int(paused), batch_id))
 
 
 # -- the submitter and the tracker ------------------------------------------------------
@@ -558,3 +569,45 @@ async def delete_finished(tx: Tx, before: float, limit: int) -> int:
 
 
 __all__ = ["AttemptEnd", "StreamLog", "attempt_id"]
+
+
+# -- schedules (covey.schedules) -------------------------------------------------------
+
+
+async def schedule_add(
+    tx: Tx, name: str, cron: str, tz: str, file: str, now: float, next_fire: float
+) -> bool:
+    """A new schedule; ``False`` if one of that name exists."""
+    return bool(
+        await tx.changed(
+            "INSERT INTO schedules(name, cron, tz, file, created, next_fire) VALUES (?,?,?,?,?,?)"
+            " ON CONFLICT(name) DO NOTHING RETURNING 1",
+            (name, cron, tz, file, now, next_fire),
+        )
+    )
+
+
+async def schedule_remove(tx: Tx, name: str) -> bool:
+    return bool(await tx.changed("DELETE FROM schedules WHERE name=? RETURNING 1", (name,)))
+
+
+async def schedule_pause(tx: Tx, name: str, paused: bool, next_fire: float | None) -> bool:
+    """Pause, or resume from ``next_fire`` (what was due while paused is not fired)."""
+    return bool(
+        await tx.changed(
+            "UPDATE schedules SET paused=?, next_fire=coalesce(?, next_fire) WHERE name=?"
+            " RETURNING 1",
+            (int(paused), next_fire, name),
+        )
+    )
+
+
+async def schedule_fired(
+    tx: Tx, name: str, fire: float, upcoming: float, batch_id: str | None, error: str | None
+) -> None:
+    """One fire time is done (its batch submitted, or why not): move on to the next."""
+    await tx.run(
+        "UPDATE schedules SET last_fire=?, next_fire=?, last_batch=?, last_error=?"
+        " WHERE name=? AND next_fire<=?",
+        (fire, upcoming, batch_id, error, name, fire),
+    )
