@@ -18,20 +18,14 @@ from urllib.parse import quote, urlencode
 from covey.states import TERMINAL, JobState
 from covey.store import AttemptRow, BatchRow, JobRow, LogRecord, StageRow, Transition
 from covey.store.pages import JobLine
+from covey.timeline import COLOURS as OUTCOME_COLOURS
 
 ORDER = (
     "succeeded", "failed", "timed_out", "rejected", "lost", "cancelled", "skipped",
     "running", "pending", "retrying", "queued", "waiting",
 )  # fmt: skip
-COLOURS = {  # the timeline's (Okabe-Ito), and greys for what waits
-    "succeeded": "#009E73",
-    "failed": "#D55E00",
-    "timed_out": "#E69F00",
-    "rejected": "#CC79A7",
-    "lost": "#4B2991",
-    "cancelled": "#8C8C8C",
-    "skipped": "#C8C8C8",
-    "running": "#56B4E9",
+COLOURS = {  # the timeline's (Okabe-Ito), and pale blue, yellow and greys for what waits
+    **OUTCOME_COLOURS,
     "pending": "#A6D8F5",
     "retrying": "#F0E442",
     "queued": "#E5E5E5",
