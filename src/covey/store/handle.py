@@ -413,22 +413,7 @@ class Store:
     # -- schedules (covey.schedules) ----------------------------------------------------
 
     async def schedules(self) -> list[ScheduleRow]:
-        rows = await reads.schedules(self._read)
-        return [
-            ScheduleRow(
-                name=r[0],
-                cron=r[1],
-                tz=r[2],
-                file=r[3],
-                created=r[4],
-                paused=bool(r[5]),
-                next_fire=r[6],
-                last_fire=r[7],
-                last_batch=r[8],
-                last_error=r[9],
-            )
-            for r in rows
-        ]
+        return await reads.schedules(self._read)
 
     async def schedule_add(
         self, name: str, cron: str, tz: str, file: str, next_fire: float

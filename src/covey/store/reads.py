@@ -21,11 +21,13 @@ from covey.store.rows import (
     BATCH_COLS,
     JOB_COLS,
     LOG_COLS,
+    SCHEDULE_COLS,
     AttemptRow,
     BatchRow,
     JobRow,
     JobSnapshot,
     LogRecord,
+    ScheduleRow,
     StageRow,
     Transition,
     attempt_row,
@@ -406,10 +408,11 @@ async def pulling_jobs(tx: Tx, job_ids: Sequence[str]) -> set[str]:
     return found
 
 
-SCHEDULE_COLS = (
-    "name, cron, tz, file, created, paused, next_fire, last_fire, last_batch, last_error"
-)
-
-
-async def schedules(tx: Tx) -> list[tuple[Any, ...]]:
-    return list(await tx.all(f"SELECT {SCHEDULE_COLS} FROM schedules ORDER BY name"))
+async def schedules(tx: Tx) -> list[ScheduleRow]:
+    rows = await tx.all(f"SELECT {SCHEDULE_COLS} FROM schedules ORDER BY name")
+    return [
+        ScheduleRow(
+            row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[7], row[8], row[9]
+        )
+        for row in rows
+    ]

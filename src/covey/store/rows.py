@@ -163,6 +163,9 @@ ATTEMPT_COLS = (
 BATCH_COLS = "id, name, created, total, owner, max_concurrent, paused"
 LOG_COLS = "stream, data, size, truncated, complete"
 HOLDER_COLS = "id, role, pid, host, proc_started, since, heartbeat"
+SCHEDULE_COLS = (
+    "name, cron, tz, file, created, paused, next_fire, last_fire, last_batch, last_error"
+)
 
 
 def job_row(row: Sequence[Any]) -> JobRow:
