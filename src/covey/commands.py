@@ -172,13 +172,7 @@ def _stage_table(stages: Sequence[StageRow], per_stage: Mapping[str, Mapping[str
             f"{need} ({condition}{', inputs' if inputs else ''})"
             for need, condition, inputs in stage.needs
         ]
-        if stage.items_from is not None:
-            if stage.skipped:
-                states = f"none: skipped ({stage.skipped})"
-            elif stage.size is None:
-                states = f"one per line {stage.items_from} prints (not known yet)"
-            elif stage.size == 0:
-                states = f"none: {stage.items_from} printed no items"
+        states = stage.instances_note or states
         size = "?" if stage.size is None else str(stage.size)
         table.add_row(stage.name, size, states, "; ".join(waits) or "-")
     return table

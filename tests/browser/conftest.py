@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.engine.covey_env import CoveyEnv
+from tests.engine.conftest import env  # noqa: F401  (the engine tests' fixture, shared)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -40,15 +40,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.path)).parents:
             item.add_marker(skip)
-
-
-@pytest.fixture
-def env(swarm_host: str, tmp_path: Path) -> Iterator[CoveyEnv]:
-    e = CoveyEnv(swarm_host, tmp_path)
-    try:
-        yield e
-    finally:
-        e.close()
 
 
 @pytest.fixture

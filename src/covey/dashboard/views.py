@@ -317,13 +317,8 @@ def stages_fragment(stages: Sequence[StageRow], per_stage: Mapping[str, Mapping[
     for stage in stages:
         counts = per_stage.get(stage.name, {})
         states = state_counts(counts)
-        if stage.items_from is not None:
-            if stage.skipped:
-                states = f"none: skipped ({h(stage.skipped)})"
-            elif stage.size is None:
-                states = f"one per line {h(stage.items_from)} prints (not known yet)"
-            elif stage.size == 0:
-                states = f"none: {h(stage.items_from)} printed no items"
+        if stage.instances_note is not None:
+            states = h(stage.instances_note)
         waits = "; ".join(
             f"{h(need)} ({h(condition)}{', inputs' if inputs else ''})"
             for need, condition, inputs in stage.needs

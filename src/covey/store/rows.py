@@ -85,6 +85,19 @@ class StageRow:
     skipped: str | None  # why a fan-out will never have instances
     needs: tuple[tuple[str, str, bool], ...] = ()  # (stage, condition, inputs)
 
+    @property
+    def instances_note(self) -> str | None:
+        """What a fan-out's instances are when there are none to count (``None``: counted)."""
+        if self.items_from is None:
+            return None
+        if self.skipped:
+            return f"none: skipped ({self.skipped})"
+        if self.size is None:
+            return f"one per line {self.items_from} prints (not known yet)"
+        if self.size == 0:
+            return f"none: {self.items_from} printed no items"
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class AttemptRow:
