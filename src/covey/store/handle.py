@@ -4,6 +4,12 @@ Two aiosqlite connections: one writes (group commit, :mod:`covey.store.writer`),
 (so reads see committed data only, and never wait behind this process's writes). A store
 holds every job's environment and logs, so its file, its WAL and SHM files and the default
 directory are created for the owner only.
+
+This module opens, locks and writes; :class:`Store` also takes its thin methods, by role,
+from :mod:`~covey.store.queries` (reads), :mod:`~covey.store.running` (the submitter, the
+tracker, operators), :mod:`~covey.store.steering` (steering and schedules) and
+:mod:`~covey.store.holding` (holders). Producers and retention are here: they need the
+writer itself.
 """
 
 from __future__ import annotations
@@ -15,45 +21,30 @@ import sqlite3
 import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import aiosqlite
 import anyio
 import platformdirs
 
-from covey import holders as holding
 from covey.errors import StoreError
-from covey.lifecycle import EndDecision
 from covey.pipeline import Pipeline, validate
 from covey.retrying import GaveUp, retry
 from covey.spec import JobSpec
 from covey.states import JobState
-from covey.store import gate, pages, reads, schema, writes
+from covey.store import schema, writes
 from covey.store.gate import GateResult
-from covey.store.pages import JobLine
-from covey.store.reads import Scope
-from covey.store.rows import (
-    AttemptRow,
-    BatchRow,
-    HolderRow,
-    JobRow,
-    JobSnapshot,
-    LogRecord,
-    ScheduleRow,
-    StageRow,
-    Transition,
-    attempt_id,
-    new_id,
-)
-from covey.store.timeline import BatchTimeline, batch_timeline
+from covey.store.holding import Holding
+from covey.store.queries import Queries
+from covey.store.rows import new_id
+from covey.store.running import Running
+from covey.store.steering import Steering
 from covey.store.writer import GroupWriter, Tx, Write
-from covey.store.writes import AttemptEnd, StreamLog
 
 log = logging.getLogger("covey")
-DEFAULT_LOG_CAP = 1024 * 1024
 BUSY_TIMEOUT = 5.0
 """SQLite's own wait for a lock, per try; covey's patience (below) is on top of it."""
 _warned: set[Path] = set()
@@ -107,17 +98,6 @@ def _pipeline_rows(
     return jobs, stages, needs
 
 
-class _Bytes:
-    """Plain bytes as a stream log, capped to their tail (callers that read everything)."""
-
-    __slots__ = ("complete", "data", "size", "truncated")
-
-    def __init__(self, data: bytes, cap: int) -> None:
-        self.size = len(data)
-        self.data, self.truncated = writes.cap_bytes(data, cap)
-        self.complete = True
-
-
 def _private(target: Path) -> None:
     """Create the store's directory and file for the owner only; warn (once) when an
     existing store can be read by others: it holds environments (often credentials)."""
@@ -159,7 +139,7 @@ def _locked(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
-class Store:
+class Store(Running, Queries, Steering, Holding):
     """An open store; use :meth:`open` (async context manager)."""
 
     def __init__(
@@ -373,274 +353,6 @@ class Store:
         )
         return result
 
-    # -- the web dashboard (covey.dashboard): pages of rows, never a whole table -----
-
-    async def batch_page(self, limit: int, offset: int) -> tuple[list[BatchRow], int]:
-        """Newest batches first, one page; and how many batches the store has."""
-        return await pages.batch_page(self._read, limit, offset)
-
-    async def batch_counts(self, batch_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-        """Per batch, its jobs per state."""
-        return await pages.batch_counts(self._read, batch_ids)
-
-    async def job_lines(
-        self,
-        batch_id: str,
-        *,
-        states: Sequence[str] = (),
-        name: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[JobLine]:
-        """One page of a batch's jobs (no specs read), filtered by state and part of a name."""
-        return await pages.job_lines(
-            self._read, batch_id, states=states, name=name, limit=limit, offset=offset
-        )
-
-    async def count_jobs(
-        self, batch_id: str, *, states: Sequence[str] = (), name: str | None = None
-    ) -> int:
-        return await pages.count_jobs(self._read, batch_id, states=states, name=name)
-
-    # -- the submitter ----------------------------------------------------------------
-
-    async def due_jobs(
-        self, now: float, limit: int, scope: Scope, held: Sequence[str] = ()
-    ) -> list[JobRow]:
-        """Due jobs, highest priority first, none of the ``held`` batches."""
-        return await reads.due_jobs(self._read, now, limit, scope, held)
-
-    # -- schedules (covey.schedules) ----------------------------------------------------
-
-    async def schedules(self) -> list[ScheduleRow]:
-        return await reads.schedules(self._read)
-
-    async def schedule_add(
-        self, name: str, cron: str, tz: str, file: str, next_fire: float
-    ) -> bool:
-        """``False`` when a schedule of that name exists."""
-        now = time.time()
-        added: bool = await self._txn(
-            lambda tx: writes.schedule_add(tx, name, cron, tz, file, now, next_fire)
-        )
-        return added
-
-    async def schedule_remove(self, name: str) -> bool:
-        removed: bool = await self._txn(lambda tx: writes.schedule_remove(tx, name))
-        return removed
-
-    async def schedule_pause(self, name: str, paused: bool, next_fire: float | None) -> bool:
-        done: bool = await self._txn(lambda tx: writes.schedule_pause(tx, name, paused, next_fire))
-        return done
-
-    async def schedule_fired(
-        self, name: str, fire: float, upcoming: float, batch_id: str | None, error: str | None
-    ) -> None:
-        await self._txn(lambda tx: writes.schedule_fired(tx, name, fire, upcoming, batch_id, error))
-
-    async def queued_since(self, batch_id: str) -> tuple[float | None, int]:
-        """(when its longest-waiting queued job was queued, the top priority due elsewhere)."""
-        return await reads.queued_since(self._read, batch_id)
-
-    async def steering(self, scope: Scope) -> dict[str, tuple[int | None, bool]]:
-        """Batches (in scope) with a cap of their own or paused: id -> (cap, paused)."""
-        return await reads.steering(self._read, scope)
-
-    async def steer(
-        self, batch_id: str, *, max_concurrent: int | bool | None = False, paused: bool | None
-    ) -> None:
-        """Set a batch's own cap (``None``: none) or pause it; its orchestrator reads it
-        within a second (covey throttle, pause, resume)."""
-        await self._txn(
-            lambda tx: writes.steer(tx, batch_id, max_concurrent=max_concurrent, paused=paused)
-        )
-
-    async def next_due(self, scope: Scope) -> float | None:
-        return await reads.next_due(self._read, scope)
-
-    async def begin_attempt(self, job: JobRow, mode: str) -> AttemptRow | None:
-        """Record the attempt (and its fixed name) before anything is created on the engine.
-
-        ``None`` when the job is no longer due as read (cancelled, or taken meanwhile): the
-        submitter reads due jobs ahead, so the row it holds may be stale.
-        """
-        n = job.attempts + 1
-        custom = job.service_base != f"covey-{job.id}"  # --name: the name itself, first time
-        service = job.service_base if n == 1 and custom else f"{job.service_base}-{n}"
-        attempt = AttemptRow(attempt_id(job.id, n), job.id, n, service, mode, created=time.time())
-        begun = await self._txn(lambda tx: writes.begin_attempt(tx, attempt, job.attempts))
-        return attempt if begun else None
-
-    def attempt_created(self, attempt: str, engine_id: str, image: str | None = None) -> None:
-        """Note the engine's id and the image reference it runs (deferred: reconcile finds
-        an unnoted service by its name)."""
-        self._later(lambda tx: writes.attempt_created(tx, attempt, engine_id, image))
-
-    def attempt_pulling(self, attempt: str, since: float | None) -> None:
-        """Note that its node pulls the image (since when, wall clock), or no longer does."""
-        self._later(lambda tx: writes.attempt_pulling(tx, attempt, since))
-
-    async def pin(self, batch_id: str, image: str) -> tuple[str | None, str | None] | None:
-        """The batch's pin of an image, ``(digest, note)``; ``None`` if not resolved yet."""
-        return await reads.pin(self._read, batch_id, image)
-
-    async def save_pin(
-        self, batch_id: str, image: str, digest: str | None, note: str | None
-    ) -> tuple[str | None, str | None]:
-        """Keep the batch's pin of an image; returns the one kept (the first saved wins)."""
-        now = time.time()
-        saved: tuple[str | None, str | None] = await self._txn(
-            lambda tx: writes.save_pin(tx, batch_id, image, digest, note, now)
-        )
-        return saved
-
-    async def pulling_jobs(self, job_ids: Sequence[str]) -> set[str]:
-        """Of these jobs, those whose node is pulling the image of their attempt now."""
-        return await reads.pulling_jobs(self._read, job_ids)
-
-    # -- the tracker ------------------------------------------------------------------
-
-    def attempt_running(
-        self, attempt: str, job_id: str, node: str | None, at: float, source: str
-    ) -> None:
-        """Note the start (deferred: a crash loses at most this note, and reconcile's first
-        listing says it again)."""
-        self._later(lambda tx: writes.attempt_running(tx, attempt, job_id, node, at, source))
-
-    async def set_stop_reason(self, attempt: str, reason: str) -> None:
-        await self._txn(lambda tx: writes.set_stop_reason(tx, attempt, reason))
-
-    async def finish(self, attempt: AttemptRow, end: AttemptEnd) -> EndDecision | None:
-        """Record the end of an attempt and what it means for the job, exactly once;
-        ``None`` if it was recorded before."""
-        done = await self._txn(lambda tx: writes.finish(tx, attempt, end))
-        if done is None:
-            return None
-        decision, gated = done
-        self._gated(gated)
-        return cast(EndDecision, decision)
-
-    async def save_logs(
-        self,
-        attempt: str,
-        stdout: bytes | StreamLog,
-        stderr: bytes | StreamLog,
-        cap: int = DEFAULT_LOG_CAP,
-        *,
-        snapshot: str | None = None,
-    ) -> JobSnapshot | None:
-        """Store an attempt's logs (bytes are capped to their tail here; a stream log read
-        with its cap applied is stored as it is). With ``snapshot`` (a job id), the job and
-        its latest logs are read back once committed: what a result needs."""
-        streams = [
-            (name, _Bytes(value, cap) if isinstance(value, bytes) else value)
-            for name, value in (("stdout", stdout), ("stderr", stderr))
-        ]
-        self._gated(await self._txn(lambda tx: writes.keep_logs(tx, attempt, streams)))
-        return await self.job_with_logs(snapshot) if snapshot else None
-
-    def mark_removed(self, attempt: str) -> None:
-        """Deferred: if a crash loses it, reconcile removes again (the engine says not found)."""
-        self._later(lambda tx: writes.mark_removed(tx, attempt))
-
-    async def open_attempts(self, scope: Scope | None) -> list[AttemptRow]:
-        """Attempts not yet cleaned up (ended or not); ``None``: whoever owns their batch."""
-        return await reads.open_attempts(self._read, scope)
-
-    async def open_attempts_all(self) -> list[AttemptRow]:
-        return await reads.open_attempts(self._read, None)
-
-    async def fail_job(
-        self, job: JobRow, state: JobState, error: str, source: str = "covey"
-    ) -> bool:
-        """End a job that never got an attempt (e.g. it can never fit on any node)."""
-        ended, gated = await self._txn(lambda tx: writes.fail_job(tx, job.id, state, error, source))
-        self._gated(gated)
-        return bool(ended)
-
-    # -- operators --------------------------------------------------------------------
-
-    async def request_cancel(
-        self, job_ids: Iterable[str], *, batches: Sequence[str] = ()
-    ) -> list[JobRow]:
-        """Mark jobs (and whole ``batches``, fan-outs to come included) cancelled-on-request;
-        queued, retrying and waiting ones end at once; returns the ones still in flight (an
-        attempt to stop)."""
-        ids = list(job_ids)
-        asked, gated = await self._txn(
-            lambda tx: writes.request_cancel(tx, ids, time.time(), batches)
-        )
-        self._gated(gated)
-        return [j for j in await self.jobs_by_id(asked) if not j.state.terminal]
-
-    async def retry_jobs(self, job_ids: Iterable[str]) -> list[str]:
-        ids = list(job_ids)
-        done, gated = await self._txn(lambda tx: writes.retry_jobs(tx, ids, time.time()))
-        self._gated(gated)
-        return list(done)
-
-    # -- holders ----------------------------------------------------------------------
-
-    async def hold(
-        self, role: str, *, exclusive: bool = False
-    ) -> tuple[HolderRow, HolderRow | None]:
-        """Register this process as a holder; first, hand the work of holders that are gone
-        to the queue. Returns ``(ours, None)``; with ``exclusive``, ``(ours, other)`` and
-        nothing registered when another live process already holds this role."""
-        ours = holding.this_process(role)
-
-        async def txn(tx: Tx) -> HolderRow | None:
-            for other in await writes.holders(tx):
-                if not holding.alive(other):
-                    await writes.release_holder(tx, other.id)
-                elif exclusive and other.role == role:
-                    return other
-            await writes.add_holder(tx, ours)
-            return None
-
-        taken: HolderRow | None = await self._txn(txn)
-        return ours, taken
-
-    async def release_dead_holders(self) -> int:
-        """Hand the batches of holders that no longer exist to the queue; how many."""
-
-        async def txn(tx: Tx) -> int:
-            handed = 0
-            for other in await writes.holders(tx):
-                if not holding.alive(other):
-                    handed += await writes.release_holder(tx, other.id)
-            return handed
-
-        count: int = await self._txn(txn)
-        return count
-
-    async def unhold(self, holder: str) -> int:
-        """This process is done: what it still holds goes to the queue."""
-        count: int = await self._txn(lambda tx: writes.release_holder(tx, holder))
-        return count
-
-    async def heartbeat(self, holder: str) -> bool:
-        alive: bool = await self._txn(lambda tx: writes.heartbeat(tx, holder, time.time()))
-        return alive
-
-    async def holders(self) -> list[HolderRow]:
-        return await writes.holders(self._read)
-
-    async def minded_attempts(self) -> set[str]:
-        """Open attempts a live covey process looks after: its own foreground batches, or
-        the queue's while a supervisor runs. The others' ends nobody will record."""
-        alive = [h for h in await self.holders() if holding.alive(h)]
-        ids = {h.id for h in alive}
-        supervised = any(h.role == "supervisor" for h in alive)
-        return {
-            attempt
-            for attempt, owner, holder in await reads.open_attempt_owners(self._read)
-            if holder in ids or (owner == "queue" and holder is None and supervised)
-        }
-
-    async def holders_of(self, job_ids: Sequence[str]) -> set[str]:
-        return await reads.holders_of(self._read, job_ids)
-
     # -- retention --------------------------------------------------------------------
 
     async def delete_finished(self, before: float, chunk: int = 2000) -> int:
@@ -679,95 +391,6 @@ class Store:
 
         sizes: tuple[int, int] = await self._with_patience(lambda: writer.alone(reclaim))
         return sizes
-
-    # -- reads ------------------------------------------------------------------------
-
-    async def batch(self, batch_id: str) -> BatchRow | None:
-        return await reads.batch(self._read, batch_id)
-
-    async def batches(self, limit: int = 50) -> list[BatchRow]:
-        return await reads.batches(self._read, limit)
-
-    async def batch_open(self, batch_id: str) -> tuple[list[str], int]:
-        return await reads.batch_open(self._read, batch_id)
-
-    async def batch_job_ids(self, batch_id: str) -> list[str]:
-        return await reads.batch_job_ids(self._read, batch_id)
-
-    async def inputs_for(self, job: JobRow) -> list[tuple[str, bytes, tuple[str, str] | None]]:
-        return await reads.inputs_for(self._read, job)
-
-    async def outputs_of(self, batch_id: str) -> list[tuple[str, str]]:
-        return await reads.outputs_of(self._read, batch_id)
-
-    async def batch_finished(self, batch_id: str) -> bool:
-        return await gate.finished(self._read, batch_id)
-
-    def note_output(self, attempt: str, batch_id: str, config_id: str) -> None:
-        """Deferred: a shared output not noted is made again (or the job makes its own)."""
-        self._later(lambda tx: writes.note_output(tx, attempt, batch_id, config_id))
-
-    async def forget_outputs(self, attempts: Sequence[str]) -> None:
-        await self._txn(lambda tx: writes.forget_outputs(tx, attempts))
-
-    async def stage_counts(self, batch_id: str) -> dict[str, dict[str, int]]:
-        return await reads.stage_counts(self._read, batch_id)
-
-    async def stages(self, batch_id: str) -> list[StageRow]:
-        return await reads.stages(self._read, batch_id)
-
-    async def job(self, job_id: str) -> JobRow | None:
-        return await reads.job(self._read, job_id)
-
-    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
-        return await reads.cancel_requested(self._read, job_ids)
-
-    async def jobs_by_id(self, ids: Sequence[str]) -> list[JobRow]:
-        return await reads.jobs_by_id(self._read, ids)
-
-    async def ended_since(self, scope: Scope, since: float) -> list[str]:
-        return await reads.ended_since(self._read, scope, since)
-
-    async def terminal_among(self, ids: Sequence[str]) -> set[str]:
-        return await reads.terminal_among(self._read, ids)
-
-    async def jobs(
-        self,
-        *,
-        batch_id: str | None = None,
-        states: Sequence[str] = (),
-        name: str | None = None,
-        limit: int | None = None,
-    ) -> list[JobRow]:
-        return await reads.jobs(
-            self._read, batch_id=batch_id, states=states, name=name, limit=limit
-        )
-
-    async def attempts(self, job_id: str) -> list[AttemptRow]:
-        return await reads.attempts(self._read, job_id)
-
-    async def attempt(self, ident: str) -> AttemptRow | None:
-        return await reads.attempt(self._read, ident)
-
-    async def transitions(self, job_id: str) -> list[Transition]:
-        return await reads.transitions(self._read, job_id)
-
-    async def logs(self, attempt: str) -> dict[str, LogRecord]:
-        return await reads.logs(self._read, attempt)
-
-    async def job_with_logs(self, job_id: str) -> JobSnapshot | None:
-        return await reads.job_with_logs(self._read, job_id)
-
-    async def counts(self, batch_id: str | None = None) -> dict[str, int]:
-        return await reads.counts(self._read, batch_id)
-
-    async def resolve(self, ref: str) -> tuple[str, list[str]]:
-        return await reads.resolve(self._read, ref, self.path)
-
-    async def timeline(self, batch_id: str) -> BatchTimeline | None:
-        """Every attempt of the batch (an id, or a batch's name: its latest) with its times,
-        and its jobs' waits (``covey timeline``); ``None``: no such batch."""
-        return await batch_timeline(self._read, batch_id)
 
 
 async def _nothing(tx: Tx) -> None:
